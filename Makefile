@@ -1,0 +1,38 @@
+# Everything a fresh machine needs: `make run` serves, `make test` tests, `make bench` measures.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+ENGINE ?= auto
+# Optional: a PyTorch index for CPU-only wheels, e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+TORCH_INDEX_ARG := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
+
+.PHONY: install run test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0 $(TORCH_INDEX_ARG)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	COSYVOICE_ENGINE=$(ENGINE) $(BIN)/uvicorn --factory app.main:create_app --host $(HOST) --port $(PORT)
+
+lint: install
+	$(BIN)/ruff check app tests scripts
+	$(BIN)/ruff format --check app tests scripts
+
+test: install lint
+	$(BIN)/pytest -q
+
+bench: install
+	COSYVOICE_ENGINE=$(ENGINE) $(BIN)/python scripts/bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache data

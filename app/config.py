@@ -1,0 +1,30 @@
+"""Settings: the only place that reads the environment (prefix ``COSYVOICE_``)."""
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COSYVOICE_", env_file=".env", extra="ignore")
+
+    engine: Literal["auto", "espeak", "cosyvoice"] = "auto"
+    model_dir: Path = Path("pretrained_models/CosyVoice2-0.5B")
+    data_dir: Path = Path("data")
+
+    max_upload_mb: float = Field(20.0, gt=0)
+    max_text_chars: int = Field(5000, ge=1)
+    prompt_min_seconds: float = Field(1.0, gt=0)
+    prompt_max_seconds: float = Field(30.0, gt=0)
+
+    max_concurrency: int = Field(2, ge=1)
+    queue_timeout_seconds: float = Field(30.0, ge=0)
+    mp3_bitrate_kbps: Literal[32, 48, 64, 96, 128, 160, 192] = 64
+
+    log_level: str = "INFO"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)

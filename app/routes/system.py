@@ -1,0 +1,26 @@
+"""Operational endpoints."""
+
+import asyncio
+
+from fastapi import APIRouter, Request
+
+from app.deps import Speech
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/health")
+async def health(speech: Speech, request: Request) -> dict:
+    synth = speech.synthesizer
+    cloned = await asyncio.to_thread(speech.voices.cloned_ids)
+    return {
+        "status": "ok",
+        "engine": speech.engine.name,
+        "engine_reason": request.app.state.engine_reason,
+        "sample_rate": speech.engine.sample_rate,
+        "voices": len(speech.voices.builtin_ids()) + len(cloned),
+        "builtin_voices": len(speech.voices.builtin_ids()),
+        "cloned_voices": len(cloned),
+        "active_syntheses": synth.active,
+        "max_concurrency": synth.max_concurrency,
+    }

@@ -1,0 +1,74 @@
+"""Request bodies shared by the routes; they parse JSON bodies and form fields alike."""
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+
+from app.services.engines.base import Mode
+
+# The seed's four mode names, plus English aliases.
+MODE_NAMES = {
+    "预训练音色": Mode.SFT,
+    "3s极速复刻": Mode.ZERO_SHOT,
+    "跨语种复刻": Mode.CROSS_LINGUAL,
+    "自然语言控制": Mode.INSTRUCT,
+    **{mode.value: mode for mode in Mode},
+    "pretrained": Mode.SFT,
+    "clone": Mode.ZERO_SHOT,
+}
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+
+class SynthesisBody(Body):
+    tts_text: str = Field(validation_alias=AliasChoices("tts_text", "text"))
+    speed: float = Field(1.0, ge=0.5, le=2.0)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    stream: bool = False  # the engine's own streaming (CosyVoice); the response streams either way
+
+
+class TtsBody(SynthesisBody):
+    spk_id: str
+
+
+class PromptBody(SynthesisBody):
+    spk_id: str = ""
+    prompt_text: str = ""
+    prompt_audio_base64: str | None = None
+
+
+class InstructBody(SynthesisBody):
+    spk_id: str
+    instruct_text: str
+
+
+class GenerateBody(SynthesisBody):
+    """The seed's /generate_audio: JSON (as its Flask original read) or form fields."""
+
+    mode: Mode
+    spk_id: str = ""
+    prompt_text: str = ""
+    instruct_text: str = ""
+    prompt_audio_base64: str | None = None
+    stream: bool = True
+    # Storage-backed fields of the seed; their defaults mean "not used".
+    spk_customize: str = "无"
+    prompt_speech_16k: str = ""
+    user_id: str = ""
+    exp_name: str = ""
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode_name(cls, value):
+        if isinstance(value, str) and value.strip() in MODE_NAMES:
+            return MODE_NAMES[value.strip()]
+        raise ValueError(
+            f"unknown mode {value!r}; use one of {', '.join(list(MODE_NAMES)[:4])} (or sft, zero_shot, ...)"
+        )
+
+
+class CloneBody(Body):
+    spk_id: str
+    prompt_text: str
+    prompt_audio_base64: str | None = None
+    overwrite: bool = False

@@ -1,0 +1,115 @@
+"""Audio in and out: decode any upload to 16 kHz mono, prepare prompts, encode streams."""
+
+import io
+import wave
+from dataclasses import dataclass
+
+import av
+import lameenc
+import numpy as np
+
+from app.errors import InvalidInput
+
+PROMPT_RATE = 16000
+_PEAK_TARGET = 0.8
+_SILENCE_PEAK = 10 ** (-60 / 20)  # below -60 dBFS everywhere: nothing to clone from
+
+
+def decode_to_mono(data: bytes, field: str, rate: int = PROMPT_RATE, max_seconds: float | None = None):
+    """Decode any container/codec PyAV knows into float32 mono at ``rate``.
+
+    Decoding stops once ``max_seconds`` is exceeded (a tiny file can expand to hours of audio);
+    the returned array is then longer than ``max_seconds`` and callers report it as too long.
+    """
+    if not data:
+        raise InvalidInput(f"{field}: the file is empty")
+    limit = None if max_seconds is None else int((max_seconds + 0.5) * rate)
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            if not container.streams.audio:
+                raise InvalidInput(f"{field}: the file has no audio stream")
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            pieces, total = [], 0
+            for frame in container.decode(audio=0):
+                frame.pts = None
+                for out in resampler.resample(frame):
+                    pieces.append(out.to_ndarray().reshape(-1))
+                    total += pieces[-1].size
+                if limit is not None and total > limit:
+                    break
+            else:
+                for out in resampler.resample(None):
+                    pieces.append(out.to_ndarray().reshape(-1))
+    except av.FFmpegError as exc:
+        raise InvalidInput(f"{field}: not a readable audio file ({exc.strerror or 'decode failed'})") from exc
+    if not pieces:
+        raise InvalidInput(f"{field}: the file contains no audio samples")
+    return np.concatenate(pieces).astype(np.float32, copy=False)
+
+
+def _trim_silence(x: np.ndarray, top_db: float = 60.0, frame: int = 400, hop: int = 160) -> np.ndarray:
+    if x.size < frame:
+        return x
+    frames = np.lib.stride_tricks.sliding_window_view(x, frame)[::hop]
+    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1))
+    loud = np.flatnonzero(rms > rms.max() * 10 ** (-top_db / 20))
+    start, end = loud[0] * hop, min(x.size, loud[-1] * hop + frame)
+    return x[start:end]
+
+
+@dataclass(frozen=True)
+class PromptAudio:
+    """A prompt ready for cloning: 16 kHz mono float32, trimmed, peak-normalised, 0.2 s tail."""
+
+    samples: np.ndarray
+    speech_seconds: float
+
+
+def prepare_prompt(data: bytes, field: str, min_seconds: float, max_seconds: float) -> PromptAudio:
+    audio = decode_to_mono(data, field, max_seconds=max_seconds)
+    if audio.size > max_seconds * PROMPT_RATE:
+        raise InvalidInput(f"{field}: the audio is longer than {max_seconds:g} s; send a shorter prompt")
+    peak = float(np.max(np.abs(audio)))
+    if peak < _SILENCE_PEAK:
+        raise InvalidInput(f"{field}: the audio is silent")
+    speech = _trim_silence(audio)
+    seconds = speech.size / PROMPT_RATE
+    if seconds < min_seconds:
+        raise InvalidInput(
+            f"{field}: only {seconds:.2f} s of sound; a prompt needs at least {min_seconds:g} s of speech"
+        )
+    speech = speech * (_PEAK_TARGET / max(peak, _PEAK_TARGET))
+    tail = np.zeros(int(0.2 * PROMPT_RATE), dtype=np.float32)
+    return PromptAudio(np.concatenate([speech.astype(np.float32), tail]), seconds)
+
+
+def to_int16(chunk: np.ndarray) -> np.ndarray:
+    return (np.clip(chunk, -1.0, 1.0) * 32767.0).astype("<i2")
+
+
+def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(to_int16(samples).tobytes())
+    return buf.getvalue()
+
+
+class Mp3Encoder:
+    """One LAME encoder for one whole stream: chunks in, MP3 frames out, one flush at the end."""
+
+    def __init__(self, rate: int, bitrate_kbps: int):
+        self._lame = lameenc.Encoder()
+        self._lame.set_bit_rate(bitrate_kbps)
+        self._lame.set_in_sample_rate(rate)
+        self._lame.set_out_sample_rate(rate)
+        self._lame.set_channels(1)
+        self._lame.set_quality(2)
+
+    def encode(self, chunk: np.ndarray) -> bytes:
+        return bytes(self._lame.encode(to_int16(chunk).tobytes()))
+
+    def flush(self) -> bytes:
+        return bytes(self._lame.flush())

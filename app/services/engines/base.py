@@ -1,0 +1,51 @@
+"""What every speech engine offers the service. Engines know nothing of HTTP, storage or users."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+import numpy as np
+
+
+class Mode(StrEnum):
+    SFT = "sft"  # 预训练音色: a built-in (or saved) speaker
+    ZERO_SHOT = "zero_shot"  # 3s极速复刻: clone from a prompt with its transcript
+    CROSS_LINGUAL = "cross_lingual"  # 跨语种复刻: clone from a prompt, text in another language
+    INSTRUCT = "instruct"  # 自然语言控制: a speaker steered by an instruction
+
+
+@dataclass(frozen=True)
+class SynthesisRequest:
+    mode: Mode
+    text: str
+    speaker: str | None = None  # a built-in speaker id
+    voice: dict | None = None  # a voice profile made by make_voice (cloned or ad hoc)
+    instruct_text: str = ""
+    speed: float = 1.0
+    seed: int = 0
+    stream: bool = True
+
+
+class VoiceRejected(ValueError):
+    """The prompt cannot make a voice (the message says why)."""
+
+
+class SpeechEngine(Protocol):
+    name: str
+    sample_rate: int
+    capabilities: frozenset[Mode]
+
+    def builtin_speakers(self) -> list[str]: ...
+
+    def make_voice(self, prompt_text: str, prompt_16k: np.ndarray) -> dict:
+        """Build a voice profile (persisted in spk2info.pt) from a prepared 16 kHz prompt."""
+
+    def voice_problem(self, profile: object) -> str | None:
+        """Why a stored profile cannot be used by this engine, or None when it can."""
+
+    def describe_voice(self, profile: dict) -> dict:
+        """A JSON-able summary of a profile for API responses."""
+
+    def synthesize(self, request: SynthesisRequest) -> Iterator[np.ndarray]:
+        """Yield float32 mono chunks at ``sample_rate`` as soon as each is ready."""

@@ -1,0 +1,272 @@
+"""Embedded engine: libespeak-ng 1.52 (from the espeakng-loader wheel) through ctypes.
+
+It speaks real, intelligible Mandarin, English, Cantonese, Japanese and Korean with no model
+weights. Cloning here approximates a voice: it reproduces the prompt's median pitch, pitch range
+and speaking rate, not its timbre (that needs the CosyVoice engine).
+"""
+
+import ctypes
+import functools
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import espeakng_loader
+import numpy as np
+import soxr
+
+from app.services import prosody
+from app.services.engines.base import Mode, SynthesisRequest, VoiceRejected
+
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_POS_CHARACTER = 1
+_CHARS_UTF8 = 1
+_RATE, _PITCH, _RANGE = 1, 3, 4
+_DEFAULT_RATE = 175
+_MIN_RATE, _MAX_RATE = 80, 450
+
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+
+class _Library:
+    """libespeak-ng is one global state per process: one instance, one lock around every use."""
+
+    _instance: "_Library | None" = None
+    _instance_lock = threading.Lock()
+
+    @classmethod
+    def get(cls) -> "_Library":
+        with cls._instance_lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def __init__(self):
+        lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+            ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+        ]  # fmt: skip
+        data_parent = os.path.dirname(espeakng_loader.get_data_path())
+        self.rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 200, data_parent.encode(), 0)
+        if self.rate <= 0:
+            raise RuntimeError(f"espeak-ng failed to initialise with data at {data_parent}")
+        self.lock = threading.Lock()
+        self._lib = lib
+        self._sink: list[np.ndarray] = []
+        self._callback = _CALLBACK(self._collect)  # kept referenced: C holds the pointer
+        lib.espeak_SetSynthCallback(self._callback)
+
+    def _collect(self, wav, count, _events) -> int:
+        if wav and count > 0:
+            self._sink.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
+        return 0
+
+    def has_voice(self, name: str) -> bool:
+        with self.lock:
+            return self._lib.espeak_SetVoiceByName(name.encode()) == 0
+
+    def speak(self, text: str, voice: str, rate: int, pitch: int, pitch_range: int) -> np.ndarray:
+        data = text.encode("utf-8")
+        with self.lock:
+            if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
+                raise RuntimeError(f"espeak-ng has no voice {voice!r}")
+            self._lib.espeak_SetParameter(_RATE, rate, 0)
+            self._lib.espeak_SetParameter(_PITCH, pitch, 0)
+            self._lib.espeak_SetParameter(_RANGE, pitch_range, 0)
+            self._sink = []
+            self._lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+            pieces, self._sink = self._sink, []
+        if not pieces:
+            return np.zeros(0, dtype=np.float32)
+        return np.concatenate(pieces).astype(np.float32) / 32768.0
+
+
+@dataclass(frozen=True)
+class _Builtin:
+    language: str
+    variant: str
+
+
+# Named like CosyVoice-300M-SFT's speakers so that existing clients keep working.
+_BUILTINS = {
+    "中文女": _Builtin("cmn", "f3"),
+    "中文男": _Builtin("cmn", "m3"),
+    "英文女": _Builtin("en-us", "f3"),
+    "英文男": _Builtin("en-us", "m3"),
+    "日语男": _Builtin("ja", "m3"),
+    "粤语女": _Builtin("yue", "f3"),
+    "韩语女": _Builtin("ko", "f3"),
+}
+
+_CALIBRATION_TEXT = {
+    "en-us": "The quick brown fox jumps over the lazy dog, and then it runs back home again.",
+    "cmn": "今天天气很好，我们一起去公园散步，然后回家吃饭。",
+}
+_PITCH_STEPS = (0, 25, 50, 75, 100)
+_FEMALE_ABOVE_HZ = 165.0
+
+_SENTENCE_END = re.compile(r"(?<=[。！？!?；;\n])|(?<=[.…])(?=\s)")
+_CLAUSE_END = re.compile(r"(?<=[，,、：:])")
+_MAX_SENTENCE_CHARS = 200
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences (long ones cut at commas) so the first audio is ready after the first sentence."""
+    out = []
+    for sentence in _SENTENCE_END.split(text):
+        while len(sentence) > _MAX_SENTENCE_CHARS:
+            cut = max((m.start() for m in _CLAUSE_END.finditer(sentence, 0, _MAX_SENTENCE_CHARS)), default=0)
+            cut = cut or _MAX_SENTENCE_CHARS
+            out.append(sentence[:cut])
+            sentence = sentence[cut:]
+        out.append(sentence)
+    return [s.strip() for s in out if s.strip()]
+
+
+def language_of(text: str) -> str:
+    if re.search(r"[\uac00-\ud7af]", text):
+        return "ko"
+    if re.search(r"[\u3040-\u30ff]", text):
+        return "ja"
+    if re.search(r"[\u3400-\u9fff\uf900-\ufaff]", text):
+        return "cmn"
+    return "en-us"
+
+
+# Keywords understood in 自然语言控制 instructions: (pattern, effect on the voice).
+_INSTRUCTIONS = (
+    (re.compile(r"快|fast|quick", re.I), {"speed": 1.3}),
+    (re.compile(r"慢|slow", re.I), {"speed": 0.75}),
+    (re.compile(r"高(?!兴)|high", re.I), {"pitch": 20}),
+    (re.compile(r"低|deep|low", re.I), {"pitch": -20}),
+    (re.compile(r"开心|高兴|激动|兴奋|happy|excited|cheerful", re.I), {"range": 85, "pitch": 10}),
+    (re.compile(r"悲伤|难过|平静|sad|calm|flat", re.I), {"range": 20}),
+    (re.compile(r"女|female|woman|girl", re.I), {"variant": "f3"}),
+    (re.compile(r"(?<!fe)male|男|\bman\b|boy", re.I), {"variant": "m3"}),
+)
+
+
+@dataclass(frozen=True)
+class _Calibration:
+    """How espeak's knobs map onto measurable prosody (deterministic, measured once per process)."""
+
+    f0_by_pitch: dict[str, np.ndarray]  # median F0 at each of _PITCH_STEPS, per variant
+    spread_at_50: dict[str, float]  # F0 spread in semitones at range 50, per variant
+    syllable_rate: dict[str, float]  # syllables per second at the default rate, per language
+
+
+@functools.cache
+def _calibrate(lib: _Library) -> _Calibration:
+    f0_by_pitch, spread_at_50 = {}, {}
+    text = _CALIBRATION_TEXT["en-us"]
+    for variant in ("m3", "f3"):
+        medians = []
+        for pitch in _PITCH_STEPS:
+            measured = prosody.measure(lib.speak(text, f"en-us+{variant}", _DEFAULT_RATE, pitch, 50), lib.rate)
+            medians.append(measured.median_f0_hz)
+            if pitch == 50:
+                spread_at_50[variant] = max(measured.range_semitones, 0.5)
+        f0_by_pitch[variant] = np.maximum.accumulate(np.array(medians))
+    syllable_rate = {
+        language: prosody.measure(
+            lib.speak(sample, language, _DEFAULT_RATE, 50, 50), lib.rate, sample
+        ).syllables_per_second
+        for language, sample in _CALIBRATION_TEXT.items()
+    }
+    return _Calibration(f0_by_pitch, spread_at_50, syllable_rate)
+
+
+class EspeakEngine:
+    name = "espeak"
+    sample_rate = 24000  # CosyVoice2/3's rate, so clients see one rate whichever engine runs
+    capabilities = frozenset(Mode)
+
+    def __init__(self):
+        self._lib = _Library.get()
+        self._builtins = {k: v for k, v in _BUILTINS.items() if self._lib.has_voice(v.language)}
+        self._calibration = _calibrate(self._lib)
+
+    def builtin_speakers(self) -> list[str]:
+        return list(self._builtins)
+
+    def make_voice(self, prompt_text: str, prompt_16k: np.ndarray) -> dict:
+        measured = prosody.measure(prompt_16k, 16000, prompt_text)
+        if measured.median_f0_hz <= 0:
+            raise VoiceRejected("no voiced speech found in the prompt audio (its pitch cannot be measured)")
+        variant = "f3" if measured.median_f0_hz > _FEMALE_ABOVE_HZ else "m3"
+        pitch = float(np.interp(measured.median_f0_hz, self._calibration.f0_by_pitch[variant], _PITCH_STEPS))
+        pitch_range = 50 * measured.range_semitones / self._calibration.spread_at_50[variant]
+        rate = _DEFAULT_RATE
+        if measured.syllables_per_second:
+            reference = self._calibration.syllable_rate["cmn" if language_of(prompt_text) != "en-us" else "en-us"]
+            rate = _DEFAULT_RATE * measured.syllables_per_second / reference
+        return {
+            "engine": self.name,
+            "variant": variant,
+            "pitch": int(round(pitch)),
+            "range": int(np.clip(round(pitch_range), 0, 100)),
+            "rate": int(np.clip(round(rate), _MIN_RATE, _MAX_RATE)),
+            "measured": {
+                "median_f0_hz": round(measured.median_f0_hz, 1),
+                "pitch_range_semitones": round(measured.range_semitones, 2),
+                "syllables_per_second": round(measured.syllables_per_second or 0.0, 2),
+                "speech_seconds": round(measured.speech_seconds, 2),
+            },
+        }
+
+    def voice_problem(self, profile: object) -> str | None:
+        if not isinstance(profile, dict) or profile.get("engine") != self.name:
+            return "not a voice made by the espeak engine"
+        for key, low, high in (("pitch", 0, 100), ("range", 0, 100), ("rate", _MIN_RATE, _MAX_RATE)):
+            value = profile.get(key)
+            if not isinstance(value, int) or not low <= value <= high:
+                return f"{key} must be an integer from {low} to {high}"
+        if profile.get("variant") not in ("m3", "f3"):
+            return "variant must be 'm3' or 'f3'"
+        return None
+
+    def describe_voice(self, profile: dict) -> dict:
+        return {key: profile[key] for key in ("variant", "pitch", "range", "rate", "measured") if key in profile}
+
+    def synthesize(self, request: SynthesisRequest) -> Iterator[np.ndarray]:
+        language, settings = self._voice_settings(request)
+        if request.mode is Mode.INSTRUCT:
+            settings = _apply_instruction(settings, request.instruct_text)
+        rate = int(np.clip(settings["rate"] * request.speed * settings.get("speed", 1.0), _MIN_RATE, _MAX_RATE))
+        voice = f"{language}+{settings['variant']}"
+        resampler = soxr.ResampleStream(self._lib.rate, self.sample_rate, 1, dtype="float32")
+        for sentence in split_sentences(request.text):
+            audio = self._lib.speak(sentence, voice, rate, settings["pitch"], settings["range"])
+            out = resampler.resample_chunk(audio)
+            if out.size:
+                yield out
+        tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+        if tail.size:
+            yield tail
+
+    def _voice_settings(self, request: SynthesisRequest) -> tuple[str, dict]:
+        if request.voice is not None:
+            return language_of(request.text), dict(request.voice)
+        builtin = self._builtins[request.speaker]
+        return builtin.language, {"variant": builtin.variant, "pitch": 50, "range": 50, "rate": _DEFAULT_RATE}
+
+
+def _apply_instruction(settings: dict, instruction: str) -> dict:
+    settings = dict(settings)
+    for pattern, effect in _INSTRUCTIONS:
+        if not pattern.search(instruction):
+            continue
+        for key, value in effect.items():
+            if key == "speed":
+                settings["speed"] = settings.get("speed", 1.0) * value
+            elif key == "pitch":
+                settings["pitch"] = int(np.clip(settings["pitch"] + value, 0, 100))
+            else:
+                settings[key] = value
+    return settings

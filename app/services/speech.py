@@ -1,0 +1,133 @@
+"""SpeechService: what every route calls. Resolves a request's voice, then hands it to the Synthesizer."""
+
+import asyncio
+import base64
+import binascii
+import logging
+from dataclasses import dataclass
+
+from app.config import Settings
+from app.errors import InvalidInput, Unsupported
+from app.services.audio import PromptAudio, prepare_prompt
+from app.services.engines.base import Mode, SpeechEngine, SynthesisRequest, VoiceRejected
+from app.services.synthesis import AudioStream, Synthesizer
+from app.services.voices import Voice, VoiceLibrary
+
+log = logging.getLogger(__name__)
+
+MODE_LABELS = {
+    Mode.SFT: "预训练音色",
+    Mode.ZERO_SHOT: "3s极速复刻",
+    Mode.CROSS_LINGUAL: "跨语种复刻",
+    Mode.INSTRUCT: "自然语言控制",
+}
+
+
+@dataclass(frozen=True)
+class Upload:
+    """Prompt audio as sent: the bytes and the field they came in (for error messages)."""
+
+    field: str
+    data: bytes
+    filename: str = ""
+
+
+@dataclass(frozen=True)
+class SpeechSpec:
+    mode: Mode
+    text: str
+    spk_id: str = ""
+    prompt_text: str = ""
+    instruct_text: str = ""
+    prompt_audio: Upload | None = None
+    speed: float = 1.0
+    seed: int = 0
+    stream: bool = True
+
+
+def decode_base64_audio(field: str, value: str) -> Upload:
+    payload = value.strip()
+    if payload.startswith("data:") and "," in payload:  # a data: URL from a browser
+        payload = payload.split(",", 1)[1]
+    try:
+        data = base64.b64decode("".join(payload.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"{field}: not valid base64") from None
+    return Upload(field, data)
+
+
+class SpeechService:
+    def __init__(self, settings: Settings, engine: SpeechEngine, voices: VoiceLibrary, synthesizer: Synthesizer):
+        self.settings = settings
+        self.engine = engine
+        self.voices = voices
+        self.synthesizer = synthesizer
+
+    # -- voices ---------------------------------------------------------------------------
+    async def prompt(self, upload: Upload) -> PromptAudio:
+        s = self.settings
+        return await asyncio.to_thread(
+            prepare_prompt, upload.data, upload.field, s.prompt_min_seconds, s.prompt_max_seconds
+        )
+
+    async def make_voice(self, prompt_text: str, upload: Upload) -> tuple[dict, PromptAudio]:
+        prompt = await self.prompt(upload)
+        try:
+            profile = await self.synthesizer.run(self.engine.make_voice, prompt_text, prompt.samples)
+        except VoiceRejected as exc:
+            raise InvalidInput(f"{upload.field}: {exc}") from None
+        return profile, prompt
+
+    async def clone(self, spk_id: str, prompt_text: str, upload: Upload, overwrite: bool) -> Voice:
+        self.voices.ensure_writable(spk_id, overwrite)  # fail fast, before the expensive part
+        profile, prompt = await self.make_voice(prompt_text, upload)
+        voice = await asyncio.to_thread(self.voices.add, spk_id, profile, prompt_text, prompt.samples, overwrite)
+        log.info("cloned voice %r from %.1f s of speech", spk_id, prompt.speech_seconds)
+        return voice
+
+    # -- synthesis ------------------------------------------------------------------------
+    def check_text(self, text: str) -> str:
+        text = text.strip()
+        if not text:
+            raise InvalidInput("tts_text: must not be empty")
+        if len(text) > self.settings.max_text_chars:
+            raise InvalidInput(f"tts_text: {len(text)} characters; the limit is {self.settings.max_text_chars}")
+        return text
+
+    async def resolve(self, spec: SpeechSpec) -> SynthesisRequest:
+        """Turn what a client sent into an engine request: which speaker or voice, which mode."""
+        text = self.check_text(spec.text)
+        label = MODE_LABELS[spec.mode]
+        if spec.mode not in self.engine.capabilities:
+            raise Unsupported(f"mode: the {self.engine.name} engine does not support {label}")
+        common = {"mode": spec.mode, "text": text, "speed": spec.speed, "seed": spec.seed, "stream": spec.stream}
+        if spec.mode in (Mode.SFT, Mode.INSTRUCT):
+            if not spec.spk_id:
+                raise InvalidInput(f"spk_id: {label} needs a speaker; GET /get_available_spks lists them")
+            instruct = spec.instruct_text.strip()
+            if spec.mode is Mode.INSTRUCT and not instruct:
+                raise InvalidInput(f"instruct_text: {label} needs an instruction (e.g. 用开心的语气说)")
+            voice = self.voices.get(spec.spk_id)
+            return SynthesisRequest(speaker=voice.spk_id, voice=voice.profile, instruct_text=instruct, **common)
+        if spec.prompt_audio is not None:
+            if spec.mode is Mode.ZERO_SHOT and not spec.prompt_text.strip():
+                raise InvalidInput(f"prompt_text: {label} needs the transcript of the prompt audio")
+            profile, _ = await self.make_voice(spec.prompt_text.strip(), spec.prompt_audio)
+            return SynthesisRequest(voice=profile, **common)
+        if spec.spk_id:
+            voice = self.voices.get(spec.spk_id)
+            if voice.builtin:
+                raise InvalidInput(
+                    f"spk_id: {spec.spk_id!r} is a built-in speaker; {label} needs prompt audio or a cloned voice"
+                )
+            return SynthesisRequest(speaker=voice.spk_id, voice=voice.profile, **common)
+        raise InvalidInput(
+            f"prompt_audio: {label} needs prompt audio (a file or base64) or the spk_id of a cloned voice"
+        )
+
+    async def stream(self, spec: SpeechSpec, kind: str) -> AudioStream:
+        return await self.synthesizer.stream(await self.resolve(spec), kind)
+
+    async def render(self, spec: SpeechSpec, kind: str) -> bytes:
+        stream = await self.stream(spec, kind)
+        return b"".join([chunk async for chunk in stream.chunks()])

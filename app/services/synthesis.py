@@ -1,0 +1,226 @@
+"""Synthesizer: runs engine work in worker threads behind a concurrency limit and streams it.
+
+One path for every endpoint: a ``SynthesisRequest`` and an ``Encoder`` go in, an async iterator of
+encoded bytes comes out. The engine generator and the encoder both run in a worker thread; chunks
+reach the event loop through a bounded hand-off, so a slow client holds back the engine instead of
+piling audio up in memory, and a client that goes away stops the engine at the next chunk.
+"""
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from starlette.responses import StreamingResponse
+
+from app.errors import Busy, InvalidInput
+from app.services.audio import Mp3Encoder, to_int16, wav_bytes
+from app.services.engines.base import SpeechEngine, SynthesisRequest
+
+log = logging.getLogger(__name__)
+
+_READ_AHEAD_CHUNKS = 4
+
+
+class Encoder(Protocol):
+    def encode(self, chunk: np.ndarray) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+class PcmEncoder:
+    def encode(self, chunk: np.ndarray) -> bytes:
+        return to_int16(chunk).tobytes()
+
+    def flush(self) -> bytes:
+        return b""
+
+
+class WavEncoder:
+    """Collects the whole utterance: a WAV header needs the length up front."""
+
+    def __init__(self, rate: int):
+        self._rate = rate
+        self._chunks: list[np.ndarray] = []
+
+    def encode(self, chunk: np.ndarray) -> bytes:
+        self._chunks.append(chunk)
+        return b""
+
+    def flush(self) -> bytes:
+        samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
+        return wav_bytes(samples, self._rate)
+
+
+def make_encoder(kind: str, rate: int, mp3_bitrate_kbps: int) -> Encoder:
+    if kind == "mp3":
+        return Mp3Encoder(rate, mp3_bitrate_kbps)
+    if kind == "pcm":
+        return PcmEncoder()
+    return WavEncoder(rate)
+
+
+@dataclass
+class Stats:
+    started: int = 0
+    completed: int = 0
+    cancelled: int = 0
+    failed: int = 0
+    audio_seconds: float = 0.0
+
+
+class AudioStream:
+    """Encoded audio of one request, produced by a worker thread.
+
+    Iterate ``chunks()``; call ``close()`` on every path (``AudioResponse`` does), which stops the
+    worker at its next chunk. The concurrency slot is given back when the worker has really ended.
+    """
+
+    def __init__(self, synthesizer: "Synthesizer", request: SynthesisRequest, encoder: Encoder):
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._space = threading.Semaphore(_READ_AHEAD_CHUNKS)
+        self._cancelled = threading.Event()
+        self._engine = synthesizer.engine
+        self._first: bytes | None = None
+        self.samples = 0
+        self.started = time.perf_counter()
+        self.first_chunk_at: float | None = None
+        self.done = synthesizer.submit(self._work, request, encoder)
+
+    # -- worker thread --------------------------------------------------------------------
+    def _work(self, request: SynthesisRequest, encoder: Encoder) -> str:
+        chunks = self._engine.synthesize(request)
+        try:
+            for chunk in chunks:
+                if self.first_chunk_at is None:
+                    self.first_chunk_at = time.perf_counter()
+                self.samples += chunk.size
+                if not self._hand_over(encoder.encode(chunk)):
+                    return "cancelled"
+            if self.samples == 0:
+                raise InvalidInput("tts_text: the engine produced no audio for this text (nothing speakable?)")
+            self._hand_over(encoder.flush())
+            self._deliver(("end", None))
+            return "completed"
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            self._deliver(("error", exc))
+            return "failed"
+        finally:
+            chunks.close()
+
+    def _hand_over(self, data: bytes) -> bool:
+        if not data:
+            return not self._cancelled.is_set()
+        while not self._space.acquire(timeout=0.1):
+            if self._cancelled.is_set():
+                return False
+        self._deliver(("data", data))
+        return not self._cancelled.is_set()
+
+    def _deliver(self, item: tuple) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the loop is gone (shutdown): nobody is listening
+            self._cancelled.set()
+
+    # -- event loop -----------------------------------------------------------------------
+    async def _next(self) -> bytes | None:
+        kind, value = await self._queue.get()
+        if kind == "data":
+            self._space.release()
+            return value
+        if kind == "end":
+            return None
+        raise value
+
+    async def start(self) -> None:
+        """Wait for the first encoded bytes, so that early failures surface before any response."""
+        try:
+            self._first = await self._next()
+        except BaseException:
+            self.close()
+            raise
+
+    async def chunks(self):
+        try:
+            data = self._first
+            while data is not None:
+                yield data
+                data = await self._next()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._cancelled.set()
+
+
+class AudioResponse(StreamingResponse):
+    """A streaming response that always closes its AudioStream, even if never iterated."""
+
+    def __init__(self, stream: AudioStream, media_type: str, headers: dict[str, str] | None = None):
+        super().__init__(stream.chunks(), media_type=media_type, headers=headers)
+        self._stream = stream
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._stream.close()
+
+
+class Synthesizer:
+    def __init__(self, engine: SpeechEngine, max_concurrency: int, queue_timeout: float, mp3_bitrate_kbps: int):
+        self.engine = engine
+        self.max_concurrency = max_concurrency
+        self.executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="engine")
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._queue_timeout = queue_timeout
+        self._mp3_bitrate = mp3_bitrate_kbps
+        self.active = 0
+        self.stats = Stats()
+
+    async def acquire(self) -> None:
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self._queue_timeout)
+        except TimeoutError:
+            raise Busy(
+                f"all {self.max_concurrency} synthesis slots stayed busy for {self._queue_timeout:g} s; retry later"
+            ) from None
+        self.active += 1
+
+    def submit(self, fn: Callable, *args) -> asyncio.Future:
+        """Run ``fn`` in an engine thread; the slot taken by ``acquire`` is freed when it ends."""
+        future = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        future.add_done_callback(self._release)
+        return future
+
+    def _release(self, _future) -> None:
+        self.active -= 1
+        self._slots.release()
+
+    async def run(self, fn: Callable, *args):
+        """Run one piece of engine work (e.g. making a voice) within the concurrency limit."""
+        await self.acquire()
+        return await self.submit(fn, *args)
+
+    async def stream(self, request: SynthesisRequest, kind: str) -> AudioStream:
+        await self.acquire()
+        stream = AudioStream(self, request, make_encoder(kind, self.engine.sample_rate, self._mp3_bitrate))
+        self.stats.started += 1
+        stream.done.add_done_callback(lambda future: self._record(stream, future))
+        await stream.start()
+        return stream
+
+    def _record(self, stream: AudioStream, future: asyncio.Future) -> None:
+        outcome = "failed" if future.cancelled() or future.exception() else future.result()
+        setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
+        self.stats.audio_seconds += stream.samples / self.engine.sample_rate
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
