@@ -7,11 +7,15 @@ and speaking rate, not its timbre (that needs the CosyVoice engine).
 
 import ctypes
 import functools
+import importlib.metadata
 import os
 import re
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import espeakng_loader
 import numpy as np
@@ -28,6 +32,62 @@ _DEFAULT_RATE = 175
 _MIN_RATE, _MAX_RATE = 80, 450
 
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+
+# espeak's stock variants add pitch flutter, echo, breath and roughness whose state carries over from one
+# utterance to the next, so the same text never sounds the same twice. Our own male and female variants
+# leave those out: identical input gives identical audio.
+_VARIANTS = {
+    "male": "svc_male",
+    "female": "svc_female",
+}
+_VARIANT_FILES = {
+    "svc_male": """language variant
+name svc_male
+gender male
+pitch 80 122
+formant 1 96 97 100
+formant 2 96 97 100
+formant 3 96 103 100
+formant 4 95 103 100
+formant 5 95 103 100
+""",
+    "svc_female": """language variant
+name svc_female
+gender female
+pitch 140 240
+formant 0 105 80 150
+formant 1 120 75 150 -50
+formant 2 135 70 150 -250
+formant 3 125 80 150
+formant 4 125 80 150
+formant 5 125 80 150
+formant 6 120 70 150
+formant 7 110 70 150
+formant 8 110 70 150
+stressAmp 18 18 20 20 20 20 20 20
+""",
+}
+_STEADY = "flutter 0\necho 0 0\nroughness 0\nbreath 0 0 0 0 0 0 0 0\n"
+
+
+def _data_home() -> Path:
+    """A copy of the wheel's espeak-ng-data with our variants added (built once, atomically)."""
+    source = Path(espeakng_loader.get_data_path())
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    home = cache / "cosyvoice-service" / f"espeak-ng-{importlib.metadata.version('espeakng-loader')}-v1"
+    if (home / "espeak-ng-data" / "voices" / "!v" / "svc_female").is_file():
+        return home
+    home.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=home.parent, prefix=".espeak-"))
+    shutil.copytree(source, staging / "espeak-ng-data")
+    for name, text in _VARIANT_FILES.items():
+        (staging / "espeak-ng-data" / "voices" / "!v" / name).write_text(text + _STEADY)
+    try:
+        os.rename(staging, home)
+    except OSError:  # another process built it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return home
 
 
 class _Library:
@@ -52,10 +112,10 @@ class _Library:
             ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
             ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
         ]  # fmt: skip
-        data_parent = os.path.dirname(espeakng_loader.get_data_path())
-        self.rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 200, data_parent.encode(), 0)
+        home = _data_home()
+        self.rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 200, str(home).encode(), 0)
         if self.rate <= 0:
-            raise RuntimeError(f"espeak-ng failed to initialise with data at {data_parent}")
+            raise RuntimeError(f"espeak-ng failed to initialise with data at {home}")
         self.lock = threading.Lock()
         self._lib = lib
         self._sink: list[np.ndarray] = []
@@ -95,13 +155,13 @@ class _Builtin:
 
 # Named like CosyVoice-300M-SFT's speakers so that existing clients keep working.
 _BUILTINS = {
-    "中文女": _Builtin("cmn", "f3"),
-    "中文男": _Builtin("cmn", "m3"),
-    "英文女": _Builtin("en-us", "f3"),
-    "英文男": _Builtin("en-us", "m3"),
-    "日语男": _Builtin("ja", "m3"),
-    "粤语女": _Builtin("yue", "f3"),
-    "韩语女": _Builtin("ko", "f3"),
+    "中文女": _Builtin("cmn", "female"),
+    "中文男": _Builtin("cmn", "male"),
+    "英文女": _Builtin("en-us", "female"),
+    "英文男": _Builtin("en-us", "male"),
+    "日语男": _Builtin("ja", "male"),
+    "粤语女": _Builtin("yue", "female"),
+    "韩语女": _Builtin("ko", "female"),
 }
 
 _CALIBRATION_TEXT = {
@@ -147,8 +207,8 @@ _INSTRUCTIONS = (
     (re.compile(r"低|deep|low", re.I), {"pitch": -20}),
     (re.compile(r"开心|高兴|激动|兴奋|happy|excited|cheerful", re.I), {"range": 85, "pitch": 10}),
     (re.compile(r"悲伤|难过|平静|sad|calm|flat", re.I), {"range": 20}),
-    (re.compile(r"女|female|woman|girl", re.I), {"variant": "f3"}),
-    (re.compile(r"(?<!fe)male|男|\bman\b|boy", re.I), {"variant": "m3"}),
+    (re.compile(r"女|female|woman|girl", re.I), {"variant": "female"}),
+    (re.compile(r"(?<!fe)male|男|\bman\b|boy", re.I), {"variant": "male"}),
 )
 
 
@@ -165,10 +225,12 @@ class _Calibration:
 def _calibrate(lib: _Library) -> _Calibration:
     f0_by_pitch, spread_at_50 = {}, {}
     text = _CALIBRATION_TEXT["en-us"]
-    for variant in ("m3", "f3"):
+    for variant in _VARIANTS:
         medians = []
         for pitch in _PITCH_STEPS:
-            measured = prosody.measure(lib.speak(text, f"en-us+{variant}", _DEFAULT_RATE, pitch, 50), lib.rate)
+            measured = prosody.measure(
+                lib.speak(text, f"en-us+{_VARIANTS[variant]}", _DEFAULT_RATE, pitch, 50), lib.rate
+            )
             medians.append(measured.median_f0_hz)
             if pitch == 50:
                 spread_at_50[variant] = max(measured.range_semitones, 0.5)
@@ -199,7 +261,7 @@ class EspeakEngine:
         measured = prosody.measure(prompt_16k, 16000, prompt_text)
         if measured.median_f0_hz <= 0:
             raise VoiceRejected("no voiced speech found in the prompt audio (its pitch cannot be measured)")
-        variant = "f3" if measured.median_f0_hz > _FEMALE_ABOVE_HZ else "m3"
+        variant = "female" if measured.median_f0_hz > _FEMALE_ABOVE_HZ else "male"
         pitch = float(np.interp(measured.median_f0_hz, self._calibration.f0_by_pitch[variant], _PITCH_STEPS))
         pitch_range = 50 * measured.range_semitones / self._calibration.spread_at_50[variant]
         rate = _DEFAULT_RATE
@@ -227,8 +289,8 @@ class EspeakEngine:
             value = profile.get(key)
             if not isinstance(value, int) or not low <= value <= high:
                 return f"{key} must be an integer from {low} to {high}"
-        if profile.get("variant") not in ("m3", "f3"):
-            return "variant must be 'm3' or 'f3'"
+        if profile.get("variant") not in _VARIANTS:
+            return f"variant must be one of {', '.join(_VARIANTS)}"
         return None
 
     def describe_voice(self, profile: dict) -> dict:
@@ -239,7 +301,7 @@ class EspeakEngine:
         if request.mode is Mode.INSTRUCT:
             settings = _apply_instruction(settings, request.instruct_text)
         rate = int(np.clip(settings["rate"] * request.speed * settings.get("speed", 1.0), _MIN_RATE, _MAX_RATE))
-        voice = f"{language}+{settings['variant']}"
+        voice = f"{language}+{_VARIANTS[settings['variant']]}"
         resampler = soxr.ResampleStream(self._lib.rate, self.sample_rate, 1, dtype="float32")
         for sentence in split_sentences(request.text):
             audio = self._lib.speak(sentence, voice, rate, settings["pitch"], settings["range"])
