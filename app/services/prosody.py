@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 _FRAME, _HOP = 0.04, 0.01
-_FMIN, _FMAX = 60.0, 500.0
+_FMIN, _FMAX = 50.0, 500.0
 _VOICED_CORRELATION = 0.5
 
 

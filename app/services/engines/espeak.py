@@ -169,6 +169,7 @@ _CALIBRATION_TEXT = {
     "cmn": "今天天气很好，我们一起去公园散步，然后回家吃饭。",
 }
 _PITCH_STEPS = (0, 25, 50, 75, 100)
+_RANGE_STEPS = (0, 50, 100)
 _FEMALE_ABOVE_HZ = 165.0
 
 _SENTENCE_END = re.compile(r"(?<=[。！？!?；;\n])|(?<=[.…])(?=\s)")
@@ -216,32 +217,39 @@ _INSTRUCTIONS = (
 class _Calibration:
     """How espeak's knobs map onto measurable prosody (deterministic, measured once per process)."""
 
-    f0_by_pitch: dict[str, np.ndarray]  # median F0 at each of _PITCH_STEPS, per variant
+    f0: dict[str, np.ndarray]  # median F0 [range step, pitch step] per variant
     spread_at_50: dict[str, float]  # F0 spread in semitones at range 50, per variant
     syllable_rate: dict[str, float]  # syllables per second at the default rate, per language
+
+    def pitch_for(self, variant: str, f0_hz: float, pitch_range: float) -> float:
+        """The pitch setting whose median F0 is ``f0_hz`` at this range (the range shifts the median)."""
+        curve = np.array([np.interp(pitch_range, _RANGE_STEPS, column) for column in self.f0[variant].T])
+        # keep the curve rising: a mis-tracked point (octave error) must not fold it back
+        rising = np.minimum.accumulate(curve[::-1])[::-1]
+        return float(np.interp(f0_hz, rising, _PITCH_STEPS))
 
 
 @functools.cache
 def _calibrate(lib: _Library) -> _Calibration:
-    f0_by_pitch, spread_at_50 = {}, {}
+    f0, spread_at_50 = {}, {}
     text = _CALIBRATION_TEXT["en-us"]
-    for variant in _VARIANTS:
-        medians = []
-        for pitch in _PITCH_STEPS:
-            measured = prosody.measure(
-                lib.speak(text, f"en-us+{_VARIANTS[variant]}", _DEFAULT_RATE, pitch, 50), lib.rate
-            )
-            medians.append(measured.median_f0_hz)
-            if pitch == 50:
-                spread_at_50[variant] = max(measured.range_semitones, 0.5)
-        f0_by_pitch[variant] = np.maximum.accumulate(np.array(medians))
+    for variant, name in _VARIANTS.items():
+        grid = np.zeros((len(_RANGE_STEPS), len(_PITCH_STEPS)))
+        for i, pitch_range in enumerate(_RANGE_STEPS):
+            for j, pitch in enumerate(_PITCH_STEPS):
+                audio = lib.speak(text, f"en-us+{name}", _DEFAULT_RATE, pitch, pitch_range)
+                measured = prosody.measure(audio, lib.rate)
+                grid[i, j] = measured.median_f0_hz
+                if pitch == pitch_range == 50:
+                    spread_at_50[variant] = max(measured.range_semitones, 0.5)
+        f0[variant] = grid
     syllable_rate = {
         language: prosody.measure(
             lib.speak(sample, language, _DEFAULT_RATE, 50, 50), lib.rate, sample
         ).syllables_per_second
         for language, sample in _CALIBRATION_TEXT.items()
     }
-    return _Calibration(f0_by_pitch, spread_at_50, syllable_rate)
+    return _Calibration(f0, spread_at_50, syllable_rate)
 
 
 class EspeakEngine:
@@ -262,8 +270,8 @@ class EspeakEngine:
         if measured.median_f0_hz <= 0:
             raise VoiceRejected("no voiced speech found in the prompt audio (its pitch cannot be measured)")
         variant = "female" if measured.median_f0_hz > _FEMALE_ABOVE_HZ else "male"
-        pitch = float(np.interp(measured.median_f0_hz, self._calibration.f0_by_pitch[variant], _PITCH_STEPS))
-        pitch_range = 50 * measured.range_semitones / self._calibration.spread_at_50[variant]
+        pitch_range = float(np.clip(50 * measured.range_semitones / self._calibration.spread_at_50[variant], 0, 100))
+        pitch = self._calibration.pitch_for(variant, measured.median_f0_hz, pitch_range)
         rate = _DEFAULT_RATE
         if measured.syllables_per_second:
             reference = self._calibration.syllable_rate["cmn" if language_of(prompt_text) != "en-us" else "en-us"]

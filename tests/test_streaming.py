@@ -1,0 +1,88 @@
+"""Streaming under a real server: early first bytes, disconnects stop synthesis, the loop stays free."""
+
+import concurrent.futures
+import time
+
+import httpx
+
+from app.config import Settings
+from tests.audio_utils import decode
+from tests.conftest import live_server
+
+SENTENCE = "This sentence is one of many in a very long story that nobody will listen to the end of. "
+
+
+def long_settings(tmp_path, **extra) -> Settings:
+    return Settings(data_dir=tmp_path / "d", model_dir=tmp_path / "m", max_text_chars=100_000, **extra)
+
+
+def test_disconnect_mid_stream_stops_synthesis(tmp_path):
+    text = SENTENCE * 400  # about 40 minutes of speech if it ran to the end
+    with live_server(long_settings(tmp_path)) as (url, app):
+        synth = app.state.speech.synthesizer
+        with httpx.stream("POST", f"{url}/tts", json={"tts_text": text, "spk_id": "英文男"}, timeout=30) as response:
+            assert response.status_code == 200
+            first = next(response.iter_bytes())
+            assert first
+        deadline = time.monotonic() + 10
+        while synth.active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert synth.active == 0, "synthesis still running after the client left"
+        assert synth.stats.cancelled == 1 and synth.stats.completed == 0
+        assert synth.stats.audio_seconds < 600, synth.stats.audio_seconds  # far from the ~2400 s of the text
+        # the slot is free again: a new request is served at once
+        response = httpx.post(f"{url}/tts", json={"tts_text": "Still here.", "spk_id": "英文女"}, timeout=30)
+        assert decode(response.content).seconds > 0.5
+
+
+def test_health_answers_promptly_while_streams_synthesize(tmp_path):
+    text = SENTENCE * 50
+    with live_server(long_settings(tmp_path, max_concurrency=2)) as (url, app):
+
+        def stream_all() -> float:
+            body = {"tts_text": text, "spk_id": "中文男"}
+            response = httpx.post(f"{url}/tts", json=body, timeout=120)
+            return decode(response.content).seconds
+
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            streams = [pool.submit(stream_all) for _ in range(3)]
+            busy_seen, slowest = 0, 0.0
+            while not all(f.done() for f in streams):
+                started = time.perf_counter()
+                health = httpx.get(f"{url}/health", timeout=10).json()
+                slowest = max(slowest, time.perf_counter() - started)
+                busy_seen = max(busy_seen, health["active_syntheses"])
+                time.sleep(0.05)
+            durations = [f.result() for f in streams]
+        assert busy_seen >= 1, "health never saw a synthesis running"
+        assert busy_seen <= 2, "more syntheses ran than max_concurrency allows"
+        assert slowest < 0.5, f"/health took {slowest:.2f} s while streams were running"
+        assert all(d > 150 for d in durations)
+
+
+def test_first_bytes_arrive_long_before_the_stream_ends(tmp_path):
+    text = SENTENCE * 100
+    with live_server(long_settings(tmp_path)) as (url, _app):
+        started = time.perf_counter()
+        with httpx.stream("POST", f"{url}/tts", json={"tts_text": text, "spk_id": "英文女"}, timeout=60) as response:
+            chunks = response.iter_bytes()
+            next(chunks)
+            first_byte = time.perf_counter() - started
+            total = sum(len(c) for c in chunks)
+        finished = time.perf_counter() - started
+    assert total > 500_000
+    assert first_byte < finished / 5, (first_byte, finished)
+
+
+def test_busy_server_answers_503_when_no_slot_frees_in_time(tmp_path):
+    text = SENTENCE * 400
+    settings = long_settings(tmp_path, max_concurrency=1, queue_timeout_seconds=0.2)
+    with (
+        live_server(settings) as (url, _app),
+        httpx.stream("POST", f"{url}/tts", json={"tts_text": text, "spk_id": "英文男"}, timeout=30) as held,
+    ):
+        unread = held.iter_bytes()  # keep a reference: dropping the iterator closes the connection
+        next(unread)  # holds the only slot: the client reads no further
+        response = httpx.post(f"{url}/tts", json={"tts_text": "hello", "spk_id": "英文女"}, timeout=30)
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "busy"
