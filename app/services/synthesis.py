@@ -87,6 +87,7 @@ class AudioStream:
         self._space = threading.Semaphore(_READ_AHEAD_CHUNKS)
         self._cancelled = threading.Event()
         self._engine = synthesizer.engine
+        self._slice = synthesizer.engine.sample_rate // 4
         self._first: bytes | None = None
         self.samples = 0
         self.started = time.perf_counter()
@@ -101,8 +102,10 @@ class AudioStream:
                 if self.first_chunk_at is None:
                     self.first_chunk_at = time.perf_counter()
                 self.samples += chunk.size
-                if not self._hand_over(encoder.encode(chunk)):
-                    return "cancelled"
+                # encode long chunks in slices, so the first bytes leave before the whole chunk is encoded
+                for start in range(0, chunk.size, self._slice):
+                    if not self._hand_over(encoder.encode(chunk[start : start + self._slice])):
+                        return "cancelled"
             if self.samples == 0:
                 raise InvalidInput("tts_text: the engine produced no audio for this text (nothing speakable?)")
             self._hand_over(encoder.flush())
