@@ -1,13 +1,13 @@
 """Audio helpers for tests: encode generated audio into real formats, decode what the service returns."""
 
 import io
-import wave
 from dataclasses import dataclass
 
 import av
 import numpy as np
 
 from app.services import prosody
+from app.services.audio import wav_bytes as wav  # noqa: F401 - re-exported for the tests
 
 # (container format, codec, file suffix, extra codec options)
 FORMATS = {
@@ -54,16 +54,6 @@ def decode(data: bytes) -> Decoded:
 
 def decode_pcm(data: bytes, rate: int) -> Decoded:
     return Decoded(np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0, rate)
-
-
-def wav(samples: np.ndarray, rate: int) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return buf.getvalue()
 
 
 def encode(samples: np.ndarray, rate: int, fmt: str) -> bytes:

@@ -79,7 +79,7 @@ class SpeechService:
         return profile, prompt
 
     async def clone(self, spk_id: str, prompt_text: str, upload: Upload, overwrite: bool) -> Voice:
-        self.voices.ensure_writable(spk_id, overwrite)  # fail fast, before the expensive part
+        await asyncio.to_thread(self.voices.ensure_writable, spk_id, overwrite)  # fail fast, before the costly part
         profile, prompt = await self.make_voice(prompt_text, upload)
         voice = await asyncio.to_thread(self.voices.add, spk_id, profile, prompt_text, prompt.samples, overwrite)
         log.info("cloned voice %r from %.1f s of speech", spk_id, prompt.speech_seconds)
@@ -107,7 +107,7 @@ class SpeechService:
             instruct = spec.instruct_text.strip()
             if spec.mode is Mode.INSTRUCT and not instruct:
                 raise InvalidInput(f"instruct_text: {label} needs an instruction (e.g. 用开心的语气说)")
-            voice = self.voices.get(spec.spk_id)
+            voice = await asyncio.to_thread(self.voices.get, spec.spk_id)
             return SynthesisRequest(speaker=voice.spk_id, voice=voice.profile, instruct_text=instruct, **common)
         if spec.prompt_audio is not None:
             if spec.mode is Mode.ZERO_SHOT and not spec.prompt_text.strip():
@@ -115,7 +115,7 @@ class SpeechService:
             profile, _ = await self.make_voice(spec.prompt_text.strip(), spec.prompt_audio)
             return SynthesisRequest(voice=profile, **common)
         if spec.spk_id:
-            voice = self.voices.get(spec.spk_id)
+            voice = await asyncio.to_thread(self.voices.get, spec.spk_id)
             if voice.builtin:
                 raise InvalidInput(
                     f"spk_id: {spec.spk_id!r} is a built-in speaker; {label} needs prompt audio or a cloned voice"
