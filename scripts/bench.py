@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.config import Settings  # noqa: E402
 from app.main import create_app  # noqa: E402
-from app.services.audio import Mp3Encoder  # noqa: E402
 from app.services.engines.base import Mode, SynthesisRequest  # noqa: E402
+from app.services.mp3 import Mp3Encoder  # noqa: E402
 
 TEXTS = {
     "short": "你好，欢迎使用语音合成服务。",

@@ -1,11 +1,10 @@
-"""Audio in and out: decode any upload to 16 kHz mono, prepare prompts, encode streams."""
+"""Audio in and out: decode any upload to 16 kHz mono, prepare prompts, write WAV."""
 
 import io
 import wave
 from dataclasses import dataclass
 
 import av
-import lameenc
 import numpy as np
 
 from app.errors import InvalidInput
@@ -95,21 +94,3 @@ def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
         out.setframerate(rate)
         out.writeframes(to_int16(samples).tobytes())
     return buf.getvalue()
-
-
-class Mp3Encoder:
-    """One LAME encoder for one whole stream: chunks in, MP3 frames out, one flush at the end."""
-
-    def __init__(self, rate: int, bitrate_kbps: int):
-        self._lame = lameenc.Encoder()
-        self._lame.set_bit_rate(bitrate_kbps)
-        self._lame.set_in_sample_rate(rate)
-        self._lame.set_out_sample_rate(rate)
-        self._lame.set_channels(1)
-        self._lame.set_quality(2)
-
-    def encode(self, chunk: np.ndarray) -> bytes:
-        return bytes(self._lame.encode(to_int16(chunk).tobytes()))
-
-    def flush(self) -> bytes:
-        return bytes(self._lame.flush())

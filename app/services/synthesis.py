@@ -19,8 +19,9 @@ import numpy as np
 from starlette.responses import StreamingResponse
 
 from app.errors import Busy, InvalidInput
-from app.services.audio import Mp3Encoder, to_int16, wav_bytes
+from app.services.audio import to_int16, wav_bytes
 from app.services.engines.base import SpeechEngine, SynthesisRequest
+from app.services.mp3 import Mp3Encoder
 
 log = logging.getLogger(__name__)
 
