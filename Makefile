@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 run: install
-	COSYVOICE_ENGINE=$(ENGINE) $(BIN)/uvicorn --factory app.main:create_app --host $(HOST) --port $(PORT)
+	COSYVOICE_ENGINE=$(ENGINE) $(BIN)/uvicorn --factory app.main:create_app --host $(HOST) --port $(PORT) --timeout-graceful-shutdown 10
 
 lint: install
 	$(BIN)/ruff check app tests scripts

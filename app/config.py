@@ -20,7 +20,8 @@ class Settings(BaseSettings):
     prompt_max_seconds: float = Field(30.0, gt=0)
 
     max_concurrency: int = Field(2, ge=1)
-    queue_timeout_seconds: float = Field(30.0, ge=0)
+    queue_timeout_seconds: float = Field(30.0, gt=0)
+    stall_timeout_seconds: float = Field(60.0, gt=0)
     mp3_bitrate_kbps: Literal[32, 48, 64, 96, 128, 160, 192] = 64
 
     log_level: str = "INFO"

@@ -19,6 +19,13 @@ class ServiceError(Exception):
         self.message = message
 
 
+class MissingField(ServiceError):
+    """A required field is absent or empty (the seed's clients expect 400 for these)."""
+
+    status = 400
+    code = "missing_field"
+
+
 class InvalidInput(ServiceError):
     status = 422
     code = "invalid_input"

@@ -59,7 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         loaded = load_engine(settings)
         library = VoiceLibrary(loaded.voices_dir, loaded.engine)
         synthesizer = Synthesizer(
-            loaded.engine, settings.max_concurrency, settings.queue_timeout_seconds, settings.mp3_bitrate_kbps
+            loaded.engine,
+            settings.max_concurrency,
+            settings.queue_timeout_seconds,
+            settings.mp3_bitrate_kbps,
+            settings.stall_timeout_seconds,
         )
         app.state.speech = SpeechService(settings, loaded.engine, library, synthesizer)
         app.state.engine_reason = loaded.reason

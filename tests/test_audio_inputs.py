@@ -136,3 +136,25 @@ def test_upload_audio_returns_what_was_sent(client, speech_16k):
     body = client.post("/upload_audio", files={"file": ("x.opus", data, "audio/ogg")}).json()
     assert base64.b64decode(body["audio_base64"]) == data
     assert decode(base64.b64decode(body["audio_base64"])).seconds > 3
+
+
+def test_prompt_with_nan_samples(client):
+    import numpy as np
+
+    samples = tone(3.0)
+    samples[1000] = np.nan
+    data = encode(samples, 16000, "wav_f32")
+    assert "NaN" in _clone_error(client, data)[1]
+
+
+def test_urlencoded_base64_with_unescaped_plus(client, male_prompt):
+    """curl -d "prompt_audio_base64=$(base64 -w0 p.wav)" sends '+' unescaped; it arrives as a space."""
+    from urllib.parse import urlencode
+
+    encoded = base64.b64encode(male_prompt).decode()
+    assert "+" in encoded
+    body = urlencode({"tts_text": "Hello there.", "prompt_text": EN_PROMPT}) + "&prompt_audio_base64=" + encoded
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    response = client.post("/tts/zero_shot", content=body.encode(), headers=headers)
+    assert response.status_code == 200, response.text
+    assert decode(response.content).seconds > 0.5

@@ -89,7 +89,7 @@ def test_zero_shot_by_cloned_spk_id(client, male_prompt):
 
 def test_zero_shot_needs_a_prompt_or_a_cloned_voice(client):
     response = client.post("/tts/zero_shot", json={"tts_text": EN_TEXT, "prompt_text": "hi"})
-    assert response.status_code == 422
+    assert response.status_code == 400  # a missing field: 400, as the seed's clients expect
     assert error_of(response)["message"].startswith("prompt_audio:")
     response = client.post("/tts/zero_shot", json={"tts_text": EN_TEXT, "spk_id": "中文女"})
     assert "built-in speaker" in error_of(response)["message"]
@@ -223,3 +223,28 @@ def test_mp3_stream_is_one_stream_as_long_as_the_engine_output(client, engine):
     assert decoded.rate == ENGINE_RATE
     assert produced <= decoded.samples.size <= produced + 576  # one MPEG-2 layer III frame
     assert np.isfinite(decoded.samples).all()
+
+
+def test_text_with_an_unpaired_surrogate_is_refused(client):
+    body = b'{"tts_text": "Hello. \\ud800 there", "spk_id": "\\u82f1\\u6587\\u7537"}'
+    response = client.post("/tts", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert error_of(response)["message"].startswith("tts_text:")
+
+
+@pytest.mark.parametrize("text", ["。。。", "...", "-", "\u200b", "!?"])
+def test_text_with_nothing_to_speak_is_refused(client, text):
+    response = client.post("/tts", json={"tts_text": text, "spk_id": "中文女"})
+    assert response.status_code == 422
+    assert "nothing to speak" in error_of(response)["message"]
+
+
+def test_form_parts_of_the_wrong_kind_or_sent_twice(client, male_prompt):
+    response = client.post("/tts", files={"tts_text": ("t.txt", b"hello")}, data={"spk_id": "英文男"})
+    assert error_of(response)["message"] == "tts_text: sent as a file; expected a text field"
+    fields = {"tts_text": "hi", "prompt_text": EN_PROMPT, "prompt_audio": "UklGRg=="}
+    response = client.post("/tts/zero_shot", data=fields, files={"unused": ("u", b"")})
+    assert error_of(response)["message"].startswith("prompt_audio: sent as text")
+    twice = b"tts_text=one&tts_text=two&spk_id=%E8%8B%B1%E6%96%87%E7%94%B7"
+    response = client.post("/tts", content=twice, headers={"content-type": "application/x-www-form-urlencoded"})
+    assert error_of(response)["message"] == "tts_text: sent more than once"

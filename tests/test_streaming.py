@@ -1,6 +1,7 @@
 """Streaming under a real server: early first bytes, disconnects stop synthesis, the loop stays free."""
 
 import concurrent.futures
+import contextlib
 import time
 
 import httpx
@@ -86,3 +87,34 @@ def test_busy_server_answers_503_when_no_slot_frees_in_time(tmp_path):
         response = httpx.post(f"{url}/tts", json={"tts_text": "hello", "spk_id": "英文女"}, timeout=30)
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "busy"
+
+
+def test_disconnect_during_a_wav_render_stops_synthesis(tmp_path):
+    """stream=False renders the whole WAV first; a client that leaves meanwhile still stops it."""
+    text = SENTENCE * 1000
+    with live_server(long_settings(tmp_path)) as (url, app):
+        synth = app.state.speech.synthesizer
+        body = {"mode": "预训练音色", "tts_text": text, "spk_id": "英文男", "stream": "False"}
+        with contextlib.suppress(httpx.TimeoutException):
+            httpx.post(f"{url}/generate_audio", json=body, timeout=0.5)
+        deadline = time.monotonic() + 10
+        while synth.active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert synth.active == 0 and synth.stats.cancelled == 1, synth.stats
+
+
+def test_a_client_that_stops_reading_loses_its_slot_after_the_stall_timeout(tmp_path):
+    text = SENTENCE * 400
+    settings = long_settings(tmp_path, max_concurrency=1, stall_timeout_seconds=1.0)
+    with (
+        live_server(settings) as (url, app),
+        httpx.stream("POST", f"{url}/tts", json={"tts_text": text, "spk_id": "英文男"}, timeout=30) as held,
+    ):
+        unread = held.iter_bytes()
+        next(unread)  # connected, but reads nothing more
+        deadline = time.monotonic() + 20
+        while app.state.speech.synthesizer.active and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert app.state.speech.synthesizer.stats.cancelled == 1
+        response = httpx.post(f"{url}/tts", json={"tts_text": "Next please.", "spk_id": "英文女"}, timeout=30)
+        assert decode(response.content).seconds > 0.5

@@ -124,3 +124,47 @@ def test_a_corrupt_voice_table_is_never_overwritten(settings):
     except RuntimeError as exc:
         assert "spk2info.pt" in str(exc)
     assert (voices_dir / "spk2info.pt").read_bytes() == b"not a torch file"
+
+
+def test_a_table_broken_while_running_keeps_serving_and_refuses_changes(settings, client, male_prompt):
+    clone(client, "kept", male_prompt)
+    table = settings.data_dir / "espeak" / "spk2info.pt"
+    table.write_bytes(b"half-written garbage")  # e.g. a non-atomic writer caught mid-way
+    health = client.get("/health").json()
+    assert health["status"] == "degraded" and "spk2info.pt" in health["problem"]
+    assert decode(client.post("/tts", json={"tts_text": TEXT, "spk_id": "kept"}).content).seconds > 1
+    assert decode(client.post("/tts", json={"tts_text": TEXT, "spk_id": "英文男"}).content).seconds > 1
+    response = clone(client, "new", male_prompt)
+    assert response.status_code == 503 and error_of(response)["code"] == "voice_table_unavailable"
+    assert table.read_bytes() == b"half-written garbage"  # never overwritten
+    torch.save({"kept": client.get("/voices/kept").json() | {"engine": "espeak"}}, table)
+    assert client.get("/health").json()["status"] == "ok"
+    assert clone(client, "new", male_prompt).status_code == 200
+
+
+def test_a_foreign_entry_named_like_a_builtin_does_not_break_it(settings, male_prompt):
+    voices_dir = settings.data_dir / "espeak"
+    voices_dir.mkdir(parents=True)
+    torch.save({"中文女": {"embedding": torch.zeros(192)}}, voices_dir / "spk2info.pt")
+    with running(settings) as client:
+        response = client.post("/tts", json={"tts_text": "你好，世界。", "spk_id": "中文女"})
+        assert decode(response.content).seconds > 0.5
+
+
+def test_a_failed_overwrite_leaves_the_old_voice_and_source(settings, client, male_prompt, female_prompt, monkeypatch):
+    clone(client, "erin", male_prompt, text="the old transcript")
+    sources = settings.data_dir / "espeak" / "voice_sources"
+    old_wav = (sources / "erin.wav").read_bytes()
+    library = client.app.state.speech.voices
+
+    def disk_full(_entries):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(library, "_save", disk_full)
+    response = clone(client, "erin", female_prompt, overwrite="true")
+    assert response.status_code == 503 and "No space left" in error_of(response)["message"]
+    monkeypatch.undo()
+    assert client.get("/voices/erin").json()["variant"] == "male"
+    assert (sources / "erin.wav").read_bytes() == old_wav
+    assert (sources / "erin.txt").read_text() == "the old transcript"
+    assert sorted(p.name for p in sources.iterdir()) == ["erin.txt", "erin.wav"]

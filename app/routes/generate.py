@@ -1,6 +1,6 @@
 """The seed's /generate_audio: four modes by their Chinese names, `stream` as "True"/"False"."""
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
 from app.deps import Body, Speech
 from app.errors import Unsupported
@@ -16,7 +16,7 @@ _STORAGE_FIELDS = {"spk_customize": ("", "无"), "prompt_speech_16k": ("",), "us
 
 
 @router.post("/generate_audio", response_model=None)
-async def generate_audio(speech: Speech, body: Body) -> Response:
+async def generate_audio(speech: Speech, body: Body, request: Request) -> Response:
     fields = body.parse(GenerateBody)
     for name, unset in _STORAGE_FIELDS.items():
         if getattr(fields, name).strip() not in unset:
@@ -29,12 +29,12 @@ async def generate_audio(speech: Speech, body: Body) -> Response:
         spk_id=fields.spk_id,
         prompt_text=fields.prompt_text,
         instruct_text=instruct,
-        prompt_audio=body.audio("prompt_audio"),
+        prompt_audio=await body.audio("prompt_audio"),
         speed=fields.speed,
         seed=fields.seed,
         stream=fields.stream,
     )
     if fields.stream:
-        stream = await speech.stream(spec, "mp3")
+        stream = await speech.stream(spec, "mp3", request.is_disconnected)
         return AudioResponse(stream, "audio/mpeg", {"Content-Disposition": "inline; filename=sound.mp3"})
-    return Response(await speech.render(spec, "wav"), media_type="audio/wav")
+    return Response(await speech.render(spec, "wav", request.is_disconnected), media_type="audio/wav")

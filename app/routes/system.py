@@ -13,8 +13,10 @@ router = APIRouter(tags=["system"])
 async def health(speech: Speech, request: Request) -> dict:
     synth = speech.synthesizer
     cloned = await asyncio.to_thread(speech.voices.cloned_ids)
+    problem = speech.voices.problem
     return {
-        "status": "ok",
+        "status": "degraded" if problem else "ok",
+        "problem": problem,
         "engine": speech.engine.name,
         "engine_reason": request.app.state.engine_reason,
         "sample_rate": speech.engine.sample_rate,

@@ -6,7 +6,7 @@ import base64
 from fastapi import APIRouter
 
 from app.deps import Body, Speech
-from app.errors import InvalidInput
+from app.errors import MissingField
 from app.names import check_name
 from app.schemas import CloneBody
 from app.services.audio import decode_to_mono
@@ -26,10 +26,10 @@ async def clone(speech: Speech, body: Body) -> dict:
     fields = body.parse(CloneBody)
     check_name("spk_id", fields.spk_id)
     if not fields.prompt_text.strip():
-        raise InvalidInput("prompt_text: must not be empty (the transcript of the prompt audio)")
-    upload = body.audio("prompt_audio")
+        raise MissingField("prompt_text: must not be empty (the transcript of the prompt audio)")
+    upload = await body.audio("prompt_audio")
     if upload is None:
-        raise InvalidInput("prompt_audio: missing; send the prompt as a file part or as prompt_audio_base64")
+        raise MissingField("prompt_audio: missing; send the prompt as a file part or as prompt_audio_base64")
     voice = await speech.clone(fields.spk_id, fields.prompt_text.strip(), upload, fields.overwrite)
     return {
         "status": "success",
@@ -44,9 +44,10 @@ async def upload_audio(speech: Speech, body: Body) -> dict:
     """Return an audio file as base64, for the `prompt_audio_base64` fields of other endpoints."""
     upload = body.files.get("file")
     if upload is None:
-        raise InvalidInput("file: missing; send the audio as a multipart file part named 'file'")
+        raise MissingField("file: missing; send the audio as a multipart file part named 'file'")
     await asyncio.to_thread(decode_to_mono, upload.data, "file", max_seconds=speech.settings.prompt_max_seconds)
-    return {"filename": upload.filename, "audio_base64": base64.b64encode(upload.data).decode()}
+    encoded = await asyncio.to_thread(base64.b64encode, upload.data)
+    return {"filename": upload.filename, "audio_base64": encoded.decode()}
 
 
 @router.get("/get_available_spks")

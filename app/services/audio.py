@@ -66,6 +66,8 @@ class PromptAudio:
 
 def prepare_prompt(data: bytes, field: str, min_seconds: float, max_seconds: float) -> PromptAudio:
     audio = decode_to_mono(data, field, max_seconds=max_seconds)
+    if not np.isfinite(audio).all():
+        raise InvalidInput(f"{field}: the audio contains NaN or infinite samples")
     if audio.size > max_seconds * PROMPT_RATE:
         raise InvalidInput(f"{field}: the audio is longer than {max_seconds:g} s; send a shorter prompt")
     peak = float(np.max(np.abs(audio)))

@@ -4,16 +4,19 @@ import asyncio
 import base64
 import binascii
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from app.config import Settings
-from app.errors import InvalidInput, Unsupported
+from app.errors import InvalidInput, MissingField, Unsupported
 from app.services.audio import PromptAudio, prepare_prompt
 from app.services.engines.base import Mode, SpeechEngine, SynthesisRequest, VoiceRejected
 from app.services.synthesis import AudioStream, Synthesizer
 from app.services.voices import Voice, VoiceLibrary
 
 log = logging.getLogger(__name__)
+
+Disconnected = Callable[[], Awaitable[bool]] | None
 
 MODE_LABELS = {
     Mode.SFT: "预训练音色",
@@ -50,7 +53,8 @@ def decode_base64_audio(field: str, value: str) -> Upload:
     if payload.startswith("data:") and "," in payload:  # a data: URL from a browser
         payload = payload.split(",", 1)[1]
     try:
-        data = base64.b64decode("".join(payload.split()), validate=True)
+        # a form-urlencoded "+" arrives as a space; base64 never contains spaces
+        data = base64.b64decode("".join(payload.replace(" ", "+").split()), validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInput(f"{field}: not valid base64") from None
     return Upload(field, data)
@@ -89,7 +93,9 @@ class SpeechService:
     def check_text(self, text: str) -> str:
         text = text.strip()
         if not text:
-            raise InvalidInput("tts_text: must not be empty")
+            raise MissingField("tts_text: must not be empty")
+        if not any(ch.isalnum() for ch in text):
+            raise InvalidInput("tts_text: nothing to speak (no letters or digits)")
         if len(text) > self.settings.max_text_chars:
             raise InvalidInput(f"tts_text: {len(text)} characters; the limit is {self.settings.max_text_chars}")
         return text
@@ -103,15 +109,15 @@ class SpeechService:
         common = {"mode": spec.mode, "text": text, "speed": spec.speed, "seed": spec.seed, "stream": spec.stream}
         if spec.mode in (Mode.SFT, Mode.INSTRUCT):
             if not spec.spk_id:
-                raise InvalidInput(f"spk_id: {label} needs a speaker; GET /get_available_spks lists them")
+                raise MissingField(f"spk_id: {label} needs a speaker; GET /get_available_spks lists them")
             instruct = spec.instruct_text.strip()
             if spec.mode is Mode.INSTRUCT and not instruct:
-                raise InvalidInput(f"instruct_text: {label} needs an instruction (e.g. 用开心的语气说)")
+                raise MissingField(f"instruct_text: {label} needs an instruction (e.g. 用开心的语气说)")
             voice = await asyncio.to_thread(self.voices.get, spec.spk_id)
             return SynthesisRequest(speaker=voice.spk_id, voice=voice.profile, instruct_text=instruct, **common)
         if spec.prompt_audio is not None:
             if spec.mode is Mode.ZERO_SHOT and not spec.prompt_text.strip():
-                raise InvalidInput(f"prompt_text: {label} needs the transcript of the prompt audio")
+                raise MissingField(f"prompt_text: {label} needs the transcript of the prompt audio")
             profile, _ = await self.make_voice(spec.prompt_text.strip(), spec.prompt_audio)
             return SynthesisRequest(voice=profile, **common)
         if spec.spk_id:
@@ -121,13 +127,15 @@ class SpeechService:
                     f"spk_id: {spec.spk_id!r} is a built-in speaker; {label} needs prompt audio or a cloned voice"
                 )
             return SynthesisRequest(speaker=voice.spk_id, voice=voice.profile, **common)
-        raise InvalidInput(
+        raise MissingField(
             f"prompt_audio: {label} needs prompt audio (a file or base64) or the spk_id of a cloned voice"
         )
 
-    async def stream(self, spec: SpeechSpec, kind: str) -> AudioStream:
-        return await self.synthesizer.stream(await self.resolve(spec), kind)
+    async def stream(self, spec: SpeechSpec, kind: str, is_disconnected: Disconnected = None) -> AudioStream:
+        """Synthesis under way; ``is_disconnected`` (the request's) stops it if the client leaves."""
+        return await self.synthesizer.stream(await self.resolve(spec), kind, is_disconnected)
 
-    async def render(self, spec: SpeechSpec, kind: str) -> bytes:
-        stream = await self.stream(spec, kind)
-        return b"".join([chunk async for chunk in stream.chunks()])
+    async def render(self, spec: SpeechSpec, kind: str, is_disconnected: Disconnected = None) -> bytes:
+        """The whole utterance at once (e.g. one WAV)."""
+        stream = await self.stream(spec, kind, is_disconnected)
+        return await stream.collect()

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 from starlette.responses import StreamingResponse
 
-from app.errors import Busy, InvalidInput
+from app.errors import Busy, InvalidInput, ServiceError
 from app.services.audio import to_int16, wav_bytes
 from app.services.engines.base import SpeechEngine, SynthesisRequest
 from app.services.mp3 import Mp3Encoder
@@ -75,6 +75,13 @@ class Stats:
     audio_seconds: float = 0.0
 
 
+class StreamClosed(ServiceError):
+    """Raised to a consumer still waiting on a stream that was closed (its client is gone)."""
+
+    status = 499
+    code = "client_closed_request"
+
+
 class AudioStream:
     """Encoded audio of one request, produced by a worker thread.
 
@@ -89,6 +96,7 @@ class AudioStream:
         self._cancelled = threading.Event()
         self._engine = synthesizer.engine
         self._slice = synthesizer.engine.sample_rate // 4
+        self._stall_timeout = synthesizer.stall_timeout
         self._first: bytes | None = None
         self.samples = 0
         self.started = time.perf_counter()
@@ -106,6 +114,7 @@ class AudioStream:
                 # encode long chunks in slices, so the first bytes leave before the whole chunk is encoded
                 for start in range(0, chunk.size, self._slice):
                     if not self._hand_over(encoder.encode(chunk[start : start + self._slice])):
+                        self._deliver(("error", StreamClosed("the stream was closed before it ended")))
                         return "cancelled"
             if self.samples == 0:
                 raise InvalidInput("tts_text: the engine produced no audio for this text (nothing speakable?)")
@@ -119,9 +128,15 @@ class AudioStream:
             chunks.close()
 
     def _hand_over(self, data: bytes) -> bool:
+        """Pass encoded bytes to the event loop; False when the stream was closed or stalled."""
         if not data:
             return not self._cancelled.is_set()
+        waited = 0.0
         while not self._space.acquire(timeout=0.1):
+            waited += 0.1
+            if waited >= self._stall_timeout:  # the client stopped reading but stays connected
+                log.warning("closing a stream whose client read nothing for %.0f s", waited)
+                self._cancelled.set()
             if self._cancelled.is_set():
                 return False
         self._deliver(("data", data))
@@ -163,6 +178,20 @@ class AudioStream:
     def close(self) -> None:
         self._cancelled.set()
 
+    def watch(self, is_disconnected: Callable[[], Awaitable[bool]]) -> None:
+        """Close the stream as soon as the client goes away, even before any byte is sent."""
+
+        async def watch() -> None:
+            while not await is_disconnected():
+                await asyncio.sleep(0.25)
+            self.close()
+
+        watcher = asyncio.create_task(watch())
+        self.done.add_done_callback(lambda _: watcher.cancel())
+
+    async def collect(self) -> bytes:
+        return b"".join([chunk async for chunk in self.chunks()])
+
 
 class AudioResponse(StreamingResponse):
     """A streaming response that always closes its AudioStream, even if never iterated."""
@@ -179,8 +208,17 @@ class AudioResponse(StreamingResponse):
 
 
 class Synthesizer:
-    def __init__(self, engine: SpeechEngine, max_concurrency: int, queue_timeout: float, mp3_bitrate_kbps: int):
+    def __init__(
+        self,
+        engine: SpeechEngine,
+        max_concurrency: int,
+        queue_timeout: float,
+        mp3_bitrate_kbps: int,
+        stall_timeout: float = 60.0,
+    ):
         self.engine = engine
+        self.stall_timeout = stall_timeout
+        self._open: set[AudioStream] = set()
         self.max_concurrency = max_concurrency
         self.executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="engine")
         self._slots = asyncio.Semaphore(max_concurrency)
@@ -211,20 +249,30 @@ class Synthesizer:
     async def run(self, fn: Callable, *args):
         """Run one piece of engine work (e.g. making a voice) within the concurrency limit."""
         await self.acquire()
-        return await self.submit(fn, *args)
+        # shielded: if the caller is cancelled, the slot stays taken until the thread really ends
+        return await asyncio.shield(self.submit(fn, *args))
 
-    async def stream(self, request: SynthesisRequest, kind: str) -> AudioStream:
+    async def stream(
+        self, request: SynthesisRequest, kind: str, is_disconnected: Callable[[], Awaitable[bool]] | None = None
+    ) -> AudioStream:
+        """Start synthesis and wait for the first encoded bytes (a WAV's come at the end)."""
         await self.acquire()
         stream = AudioStream(self, request, make_encoder(kind, self.engine.sample_rate, self._mp3_bitrate))
         self.stats.started += 1
+        self._open.add(stream)
         stream.done.add_done_callback(lambda future: self._record(stream, future))
+        if is_disconnected is not None:
+            stream.watch(is_disconnected)
         await stream.start()
         return stream
 
     def _record(self, stream: AudioStream, future: asyncio.Future) -> None:
+        self._open.discard(stream)
         outcome = "failed" if future.cancelled() or future.exception() else future.result()
         setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
         self.stats.audio_seconds += stream.samples / self.engine.sample_rate
 
     def shutdown(self) -> None:
+        for stream in list(self._open):
+            stream.close()
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from app.errors import Conflict, Forbidden, NotFound
+from app.errors import Conflict, Forbidden, NotFound, ServiceError
 from app.names import check_name
 from app.services.audio import PROMPT_RATE, wav_bytes
 from app.services.engines.base import SpeechEngine
@@ -32,6 +32,11 @@ SPK2INFO = "spk2info.pt"
 
 class VoiceFileError(RuntimeError):
     """spk2info.pt exists but cannot be read safely; we refuse to overwrite it."""
+
+
+class VoiceTableUnavailable(ServiceError):
+    status = 503
+    code = "voice_table_unavailable"
 
 
 @dataclass(frozen=True)
@@ -51,9 +56,11 @@ class VoiceLibrary:
         self._lock = threading.Lock()
         self._entries: dict = {}
         self._stamp: tuple | None = None
+        self._unreadable: str | None = None  # why the file on disk cannot be read right now
         directory.mkdir(parents=True, exist_ok=True)
-        with self._lock:
-            self._reload_if_changed()
+        self._entries = _read(self.file) if self.file.exists() else {}  # unreadable: refuse to start
+        self._stamp = _stamp(self.file)
+        self._warn_unusable()
 
     # -- reading --------------------------------------------------------------------------
     def builtin_ids(self) -> list[str]:
@@ -70,7 +77,8 @@ class VoiceLibrary:
             self._reload_if_changed()
             entry = self._entries.get(spk_id)
         if spk_id in self._builtins:
-            return Voice(spk_id, True, _copy(entry) if isinstance(entry, dict) else None)
+            usable = isinstance(entry, dict) and self._engine.voice_problem(entry) is None
+            return Voice(spk_id, True, _copy(entry) if usable else None)
         if entry is None:
             raise NotFound(f"{field}: no voice named {spk_id!r}; GET /get_available_spks lists them")
         problem = self._engine.voice_problem(entry)
@@ -78,22 +86,33 @@ class VoiceLibrary:
             raise Conflict(f"{field}: voice {spk_id!r} cannot be used by the {self._engine.name} engine ({problem})")
         return Voice(spk_id, False, _copy(entry))
 
-    def exists(self, spk_id: str) -> bool:
-        with self._lock:
-            self._reload_if_changed()
-            return spk_id in self._entries or spk_id in self._builtins
+    @property
+    def problem(self) -> str | None:
+        """Why the voice table on disk is unreadable (the last good one is served meanwhile)."""
+        return self._unreadable
 
     # -- writing --------------------------------------------------------------------------
     def add(self, spk_id: str, profile: dict, prompt_text: str, prompt_16k: np.ndarray, overwrite: bool) -> Voice:
         check_name("spk_id", spk_id)
         self.ensure_writable(spk_id, overwrite)
+        sources = {".wav": wav_bytes(prompt_16k, PROMPT_RATE), ".txt": prompt_text.encode("utf-8")}
         with self._locked_for_change():
             self.ensure_writable(spk_id, overwrite, reload=False)
-            atomic_write_bytes(self.sources / f"{spk_id}.wav", wav_bytes(prompt_16k, PROMPT_RATE))
-            atomic_write_bytes(self.sources / f"{spk_id}.txt", prompt_text.encode("utf-8"))
-            entries = dict(self._entries)
-            entries[spk_id] = profile
-            self._save(entries)
+            # sources go to staging names first: a failed save leaves the old voice and its source intact
+            staged = {}
+            try:
+                for suffix, data in sources.items():
+                    staged[suffix] = self.sources / f".{spk_id}{suffix}.new"
+                    atomic_write_bytes(staged[suffix], data)
+                self._save({**self._entries, spk_id: profile})
+            except BaseException as exc:
+                for path in staged.values():
+                    path.unlink(missing_ok=True)
+                if isinstance(exc, OSError):
+                    raise VoiceTableUnavailable(f"spk_id: voice {spk_id!r} could not be saved ({exc})") from exc
+                raise
+            for suffix, path in staged.items():
+                os.replace(path, self.sources / f"{spk_id}{suffix}")
         return Voice(spk_id, False, _copy(profile))
 
     def delete(self, spk_id: str) -> None:
@@ -123,11 +142,15 @@ class VoiceLibrary:
 
     @contextmanager
     def _locked_for_change(self):
-        with self._lock, open(self.directory / f".{SPK2INFO}.lock", "a+b") as lock_file:
+        """The file lock (other processes) first, then the thread lock: readers here never wait on others."""
+        with open(self.directory / f".{SPK2INFO}.lock", "a+b") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
-                self._reload_if_changed()
-                yield
+                with self._lock:
+                    self._reload_if_changed()
+                    if self._unreadable:
+                        raise VoiceTableUnavailable(f"voices cannot be changed now: {self._unreadable}")
+                    yield
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
 
@@ -142,8 +165,18 @@ class VoiceLibrary:
         stamp = _stamp(self.file)
         if stamp == self._stamp:
             return
-        self._entries = _read(self.file) if stamp else {}
+        try:
+            self._entries = _read(self.file) if stamp else {}
+        except VoiceFileError as exc:  # e.g. a non-atomic writer mid-way: keep serving the last good table
+            if self._unreadable != str(exc):
+                log.error("%s; serving the last good voice table and refusing changes", exc)
+            self._unreadable = str(exc)
+            return
+        self._unreadable = None
         self._stamp = stamp
+        self._warn_unusable()
+
+    def _warn_unusable(self) -> None:
         for spk_id, entry in self._entries.items():
             problem = self._engine.voice_problem(entry) if spk_id not in self._builtins else None
             if problem:
