@@ -14,6 +14,14 @@ class Settings(BaseSettings):
     model_dir: Path = Path("pretrained_models/CosyVoice2-0.5B")
     data_dir: Path = Path("data")
 
+    # CosyVoice engine: an upstream checkout to import instead of the installed package, and GPU options
+    src: Path | None = None  # COSYVOICE_SRC
+    fp16: bool = False
+    load_jit: bool = False
+    load_trt: bool = False
+    load_vllm: bool = False
+    text_frontend: bool = True  # upstream's text normalisation (numbers, symbols) before synthesis
+
     max_upload_mb: float = Field(20.0, gt=0)
     max_text_chars: int = Field(5000, ge=1)
     prompt_min_seconds: float = Field(1.0, gt=0)

@@ -12,10 +12,6 @@ log = logging.getLogger(__name__)
 _MODEL_CONFIGS = ("cosyvoice3.yaml", "cosyvoice2.yaml", "cosyvoice.yaml")
 
 
-class EngineUnavailable(RuntimeError):
-    """The configured engine cannot start; the message says what to do."""
-
-
 @dataclass(frozen=True)
 class LoadedEngine:
     engine: SpeechEngine
@@ -36,13 +32,20 @@ def load_engine(settings: Settings) -> LoadedEngine:
             choice, reason = "espeak", f"auto: no CosyVoice model in {settings.model_dir}, using embedded espeak-ng"
     else:
         reason = f"configured: COSYVOICE_ENGINE={choice}"
+    log.info("speech engine: %s (%s)", choice, reason)
     if choice == "cosyvoice":
-        raise EngineUnavailable(
-            f"the CosyVoice engine is not available in this build yet ({reason}); "
-            "set COSYVOICE_ENGINE=espeak, or move the model dir aside to use the embedded engine"
+        from app.services.engines.cosyvoice import CosyVoiceEngine
+
+        engine = CosyVoiceEngine(
+            settings.model_dir,
+            source=settings.src,
+            fp16=settings.fp16,
+            load_jit=settings.load_jit,
+            load_trt=settings.load_trt,
+            load_vllm=settings.load_vllm,
+            text_frontend=settings.text_frontend,
         )
+        return LoadedEngine(engine, settings.model_dir, reason)
     from app.services.engines.espeak import EspeakEngine
 
-    engine = EspeakEngine()
-    log.info("speech engine: espeak (%s)", reason)
-    return LoadedEngine(engine, settings.data_dir / "espeak", reason)
+    return LoadedEngine(EspeakEngine(), settings.data_dir / "espeak", reason)

@@ -23,6 +23,7 @@ import soxr
 
 from app.services import prosody
 from app.services.engines.base import Mode, SynthesisRequest, VoiceRejected
+from app.services.text import split_sentences
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1
@@ -171,23 +172,6 @@ _CALIBRATION_TEXT = {
 _PITCH_STEPS = (0, 25, 50, 75, 100)
 _RANGE_STEPS = (0, 50, 100)
 _FEMALE_ABOVE_HZ = 165.0
-
-_SENTENCE_END = re.compile(r"(?<=[。！？!?；;\n])|(?<=[.…])(?=\s)")
-_CLAUSE_END = re.compile(r"(?<=[，,、：:])")
-_MAX_SENTENCE_CHARS = 200
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences (long ones cut at commas) so the first audio is ready after the first sentence."""
-    out = []
-    for sentence in _SENTENCE_END.split(text):
-        while len(sentence) > _MAX_SENTENCE_CHARS:
-            cut = max((m.start() for m in _CLAUSE_END.finditer(sentence, 0, _MAX_SENTENCE_CHARS)), default=0)
-            cut = cut or _MAX_SENTENCE_CHARS
-            out.append(sentence[:cut])
-            sentence = sentence[cut:]
-        out.append(sentence)
-    return [s.strip() for s in out if s.strip()]
 
 
 def language_of(text: str) -> str:

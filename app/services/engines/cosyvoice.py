@@ -1,0 +1,323 @@
+"""CosyVoice engine: an adapter over the real upstream classes (CosyVoice2 / CosyVoice3).
+
+One adapter for both API generations (``prompt_speech_16k`` tensors before Dec 2025, ``prompt_wav``
+paths after) and both model generations, told apart by the model dir (``cosyvoice2.yaml`` /
+``cosyvoice3.yaml``) and by inspecting the installed code, never by version strings. Upstream's
+pitfalls are worked around here, not by patching site-packages:
+
+- voices are passed to upstream as a fresh copy under a per-request key, because its frontend
+  mutates cached speaker dicts (and reads the instruction from the cached prompt in instruct2);
+- model steps run under one lock, with each request's ``token_hop_len`` swapped in and out, so one
+  stream's growing hop never leaks into the next request;
+- when a consumer stops early, the request's LLM thread is stopped and upstream's per-request
+  state is dropped;
+- a missing model dir is a startup error (upstream would try to download it).
+"""
+
+import inspect
+import logging
+import os
+import sys
+import tempfile
+import threading
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from app.errors import InvalidInput
+from app.services.engines.base import Mode, SynthesisRequest, VoiceRejected
+from app.services.text import split_sentences
+
+log = logging.getLogger(__name__)
+
+_V3_PROMPT_MARK = "<|endofprompt|>"
+_V3_DEFAULT_SYSTEM = "You are a helpful assistant."
+# keys of a zero-shot voice in upstream's spk2info.pt (what add_zero_shot_spk stores)
+ZERO_SHOT_KEYS = (
+    "prompt_text",
+    "prompt_text_len",
+    "llm_prompt_speech_token",
+    "llm_prompt_speech_token_len",
+    "flow_prompt_speech_token",
+    "flow_prompt_speech_token_len",
+    "prompt_speech_feat",
+    "prompt_speech_feat_len",
+    "llm_embedding",
+    "flow_embedding",
+)
+
+GET_WEIGHTS = (
+    "download a model on a machine with internet access (pretrained_models/README.md says how) "
+    "and copy it there, or point COSYVOICE_MODEL_DIR at it"
+)
+
+
+class EngineStartError(RuntimeError):
+    """The CosyVoice engine cannot start; the message says what to do."""
+
+
+class _StopSynthesis(Exception):
+    """Raised inside upstream's LLM thread to end a request nobody listens to any more."""
+
+
+class _StopOnAppend(list):
+    """Replaces a request's token list: the LLM thread's next token removes it and stops the thread."""
+
+    def __init__(self, table: dict, key: str):
+        super().__init__()
+        self._table, self._key = table, key
+
+    def append(self, _item) -> None:
+        self._table.pop(self._key, None)
+        raise _StopSynthesis
+
+
+def _quiet_stops(args) -> None:
+    if args.exc_type is not _StopSynthesis:
+        _default_excepthook(args)
+
+
+_default_excepthook = threading.excepthook
+threading.excepthook = _quiet_stops
+
+
+def model_generation(model_dir: Path) -> int:
+    for generation, name in ((3, "cosyvoice3.yaml"), (2, "cosyvoice2.yaml")):
+        if (model_dir / name).is_file():
+            return generation
+    if (model_dir / "cosyvoice.yaml").is_file():
+        raise EngineStartError(f"{model_dir} holds a CosyVoice-300M model; this service runs CosyVoice2 and 3")
+    raise EngineStartError(f"no CosyVoice model in {model_dir} (no cosyvoice2.yaml or cosyvoice3.yaml); {GET_WEIGHTS}")
+
+
+def _import_upstream(source: Path | None):
+    """The upstream ``cosyvoice.cli.cosyvoice`` module: from a checkout (COSYVOICE_SRC) or installed."""
+    if source is not None:
+        if not (source / "cosyvoice" / "cli" / "cosyvoice.py").is_file():
+            raise EngineStartError(
+                f"COSYVOICE_SRC={source} is not a CosyVoice checkout (no cosyvoice/cli/cosyvoice.py)"
+            )
+        for path in (source / "third_party" / "Matcha-TTS", source):
+            if str(path) not in sys.path:
+                sys.path.insert(0, str(path))
+    try:
+        import cosyvoice.cli.cosyvoice as upstream
+        from cosyvoice.utils.common import set_all_random_seed
+    except ImportError as exc:
+        raise EngineStartError(
+            f"the upstream CosyVoice code is not importable ({exc}); run `make install-cosyvoice` "
+            "or set COSYVOICE_SRC to a checkout of FunAudioLLM/CosyVoice"
+        ) from exc
+    return upstream, set_all_random_seed
+
+
+class CosyVoiceEngine:
+    name = "cosyvoice"
+    capabilities = frozenset(Mode)
+
+    def __init__(
+        self,
+        model_dir: Path,
+        source: Path | None = None,
+        fp16: bool = False,
+        load_jit: bool = False,
+        load_trt: bool = False,
+        load_vllm: bool = False,
+        text_frontend: bool = True,
+    ):
+        if not model_dir.is_dir():
+            raise EngineStartError(f"the model dir {model_dir} does not exist; {GET_WEIGHTS}")
+        self.generation = model_generation(model_dir)
+        upstream, self._seed_all = _import_upstream(source)
+        cls = getattr(upstream, f"CosyVoice{self.generation}", None)
+        if cls is None:
+            raise EngineStartError(
+                f"{model_dir} is a CosyVoice{self.generation} model but the installed upstream code has no "
+                f"CosyVoice{self.generation} class; set COSYVOICE_SRC to a current checkout of FunAudioLLM/CosyVoice"
+            )
+        wanted = {"load_jit": load_jit, "load_trt": load_trt, "load_vllm": load_vllm, "fp16": fp16, "final": True}
+        accepted = inspect.signature(cls.__init__).parameters
+        self._model = cls(str(model_dir), **{k: v for k, v in wanted.items() if k in accepted})
+        self.sample_rate = int(self._model.sample_rate)
+        # Dec 2025 upstream takes prompt_wav (a path); before, prompt_speech_16k (a 16 kHz tensor)
+        self._takes_paths = "prompt_wav" in inspect.signature(cls.inference_zero_shot).parameters
+        self._text_frontend = text_frontend
+        self._lock = threading.RLock()
+        self._initial_hop = getattr(self._model.model, "token_hop_len", None)
+        stored = self._model.frontend.spk2info
+        self._builtins = [k for k, v in stored.items() if isinstance(v, dict) and "embedding" in v]
+        log.info(
+            "CosyVoice%d loaded from %s (%s API, %d Hz, built-in speakers: %s)",
+            self.generation,
+            model_dir,
+            "prompt_wav" if self._takes_paths else "prompt_speech_16k",
+            self.sample_rate,
+            ", ".join(self._builtins) or "none",
+        )
+
+    # -- voices ---------------------------------------------------------------------------
+    def builtin_speakers(self) -> list[str]:
+        return list(self._builtins)
+
+    def make_voice(self, prompt_text: str, prompt_16k: np.ndarray) -> dict:
+        """A zero-shot voice in upstream's exact spk2info format, made by upstream's add_zero_shot_spk."""
+        key = f"__new_{threading.get_ident()}_{id(prompt_16k)}"
+        with self._prompt(prompt_16k) as prompt, self._lock:
+            try:
+                self._model.add_zero_shot_spk(self._prompt_text(prompt_text), prompt, key)
+            except AssertionError as exc:  # upstream asserts on prompts it cannot use
+                raise VoiceRejected(str(exc) or "the model cannot use this prompt") from exc
+            return self._model.frontend.spk2info.pop(key)
+
+    def voice_problem(self, profile: object) -> str | None:
+        if not isinstance(profile, dict):
+            return "not a speaker entry (a dict)"
+        if "embedding" in profile:  # a built-in SFT speaker
+            return _tensor_problem(profile, "embedding", 2)
+        missing = [key for key in ZERO_SHOT_KEYS if key not in profile]
+        if missing:
+            return f"not a CosyVoice speaker entry (missing {', '.join(missing)})"
+        for key, dims in (("llm_embedding", 2), ("flow_embedding", 2), ("prompt_speech_feat", 3)):
+            problem = _tensor_problem(profile, key, dims)
+            if problem:
+                return problem
+        return None
+
+    def describe_voice(self, profile: dict) -> dict:
+        if "embedding" in profile:
+            return {"kind": "sft"}
+        tokens = int(profile["flow_prompt_speech_token"].shape[1])
+        return {"kind": "zero_shot", "prompt_tokens": tokens, "prompt_seconds": round(tokens / 25, 2)}
+
+    # -- synthesis ------------------------------------------------------------------------
+    def synthesize(self, request: SynthesisRequest) -> Iterator[np.ndarray]:
+        if request.voice is None:
+            raise InvalidInput(f"spk_id: {request.speaker!r} has no speaker entry in this model's spk2info.pt")
+        voice = dict(request.voice)
+        sft = "embedding" in voice
+        if request.mode is Mode.INSTRUCT:
+            if sft:
+                raise InvalidInput(
+                    f"spk_id: {request.speaker!r} is a built-in SFT speaker; 自然语言控制 on "
+                    f"CosyVoice{self.generation} needs a voice with a prompt (a cloned voice or prompt audio)"
+                )
+            instruction = request.instruct_text
+            if self.generation == 3 and _V3_PROMPT_MARK not in instruction:
+                instruction = f"{_V3_DEFAULT_SYSTEM} {instruction}{_V3_PROMPT_MARK}"
+            elif self.generation == 2:
+                instruction += _V3_PROMPT_MARK
+            # older upstream reads instruct2's instruction from the cached prompt: put it there
+            tokens = self._model.frontend._extract_text_token(instruction)
+            voice["prompt_text"], voice["prompt_text_len"] = tokens
+        # long text streams sentence by sentence (upstream's own splitter is part of its text frontend)
+        for sentence in split_sentences(request.text) or [request.text]:
+            yield from self._run(request, voice, sft, sentence)
+
+    def _run(self, request: SynthesisRequest, voice: dict, sft: bool, text: str) -> Iterator[np.ndarray]:
+        key = f"__req_{threading.get_ident()}_{id(voice)}"
+        stream = request.stream and request.speed == 1.0  # upstream applies speed only when not streaming
+        options = {"stream": stream, "speed": request.speed, "text_frontend": self._text_frontend}
+        unused_prompt = "" if self._takes_paths else torch.zeros(1, 0)
+        model, spk2info = self._model, self._model.frontend.spk2info
+        if request.mode is Mode.SFT and sft:
+            generator = model.inference_sft(text, key, **options)
+        elif request.mode is Mode.CROSS_LINGUAL:
+            generator = model.inference_cross_lingual(text, unused_prompt, zero_shot_spk_id=key, **options)
+        elif request.mode is Mode.INSTRUCT:
+            generator = model.inference_instruct2(
+                text, request.instruct_text, unused_prompt, zero_shot_spk_id=key, **options
+            )
+        else:  # zero-shot, and a cloned voice asked for as a "pretrained" speaker
+            generator = model.inference_zero_shot(text, "", unused_prompt, zero_shot_spk_id=key, **options)
+        hop, session = self._initial_hop, None
+        try:
+            with self._lock:
+                self._seed_all(request.seed)
+            while True:
+                with self._lock:
+                    spk2info[key] = _fresh(voice)  # upstream mutates what it reads
+                    before = set(model.model.tts_speech_token_dict)
+                    if hop is not None:
+                        model.model.token_hop_len = hop
+                    output = next(generator, None)
+                    if hop is not None:
+                        hop = model.model.token_hop_len
+                        model.model.token_hop_len = self._initial_hop
+                    session = next(iter(set(model.model.tts_speech_token_dict) - before), session)
+                if output is None:
+                    return
+                yield output["tts_speech"].reshape(-1).numpy().astype(np.float32, copy=False)
+        finally:
+            generator.close()
+            with self._lock:
+                spk2info.pop(key, None)
+            self._stop(session)
+
+    def _stop(self, session: str | None) -> None:
+        """End an abandoned request's LLM thread and drop upstream's state for it."""
+        model = self._model.model
+        if session is None:
+            return
+        with model.lock:
+            finished = model.llm_end_dict.pop(session, True)
+            model.hift_cache_dict.pop(session, None)
+            for name in ("mel_overlap_dict", "flow_cache_dict"):
+                getattr(model, name, {}).pop(session, None)
+            if session in model.tts_speech_token_dict:
+                if finished:
+                    model.tts_speech_token_dict.pop(session)
+                else:
+                    model.tts_speech_token_dict[session] = _StopOnAppend(model.tts_speech_token_dict, session)
+
+    # -- helpers --------------------------------------------------------------------------
+    def _prompt_text(self, text: str) -> str:
+        if self.generation == 3 and _V3_PROMPT_MARK not in text:
+            return f"{_V3_DEFAULT_SYSTEM}{_V3_PROMPT_MARK}{text}"
+        return text
+
+    def _prompt(self, prompt_16k: np.ndarray):
+        """The prompt as this upstream wants it: a (1, N) tensor, or a temp WAV path (removed after)."""
+        return _PromptFile(prompt_16k) if self._takes_paths else _Tensor(prompt_16k)
+
+
+class _Tensor:
+    def __init__(self, samples: np.ndarray):
+        self._tensor = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).unsqueeze(0)
+
+    def __enter__(self):
+        return self._tensor
+
+    def __exit__(self, *_):
+        return False
+
+
+class _PromptFile:
+    def __init__(self, samples: np.ndarray):
+        self._samples = samples
+
+    def __enter__(self) -> str:
+        fd, self._path = tempfile.mkstemp(suffix=".wav", prefix="cosyvoice-prompt-")
+        with os.fdopen(fd, "wb") as handle, wave.open(handle, "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(16000)
+            out.writeframes((np.clip(self._samples, -1, 1) * 32767).astype("<i2").tobytes())
+        return self._path
+
+    def __exit__(self, *_):
+        Path(self._path).unlink(missing_ok=True)
+        return False
+
+
+def _fresh(entry: dict) -> dict:
+    return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in entry.items()}
+
+
+def _tensor_problem(profile: dict, key: str, dims: int) -> str | None:
+    value = profile.get(key)
+    if not isinstance(value, torch.Tensor) or value.dim() != dims or not value.is_floating_point():
+        return f"{key} must be a {dims}-D float tensor"
+    return None
