@@ -9,7 +9,7 @@ ENGINE ?= auto
 TORCH_INDEX ?=
 TORCH_INDEX_ARG := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 
-.PHONY: install run test lint bench clean
+.PHONY: install install-cosyvoice run test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,17 +21,24 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-run: install
+# The real CosyVoice engine: upstream code from PyPI (cosyvoice2-fr-infer) and its curated dependencies.
+$(VENV)/.cosyvoice-installed: $(VENV)/.installed requirements-cosyvoice.txt scripts/install_cosyvoice.sh
+	bash scripts/install_cosyvoice.sh $(VENV)
+	touch $@
+
+install-cosyvoice: $(VENV)/.cosyvoice-installed
+
+run: install $(if $(filter cosyvoice,$(ENGINE)),install-cosyvoice,)
 	COSYVOICE_ENGINE=$(ENGINE) $(BIN)/uvicorn --factory app.main:create_app --host $(HOST) --port $(PORT) --timeout-graceful-shutdown 10
 
 lint: install
 	$(BIN)/ruff check app tests scripts
 	$(BIN)/ruff format --check app tests scripts
 
-test: install lint
+test: install-cosyvoice lint
 	$(BIN)/pytest -q
 
-bench: install
+bench: install $(if $(filter cosyvoice,$(ENGINE)),install-cosyvoice,)
 	COSYVOICE_ENGINE=$(ENGINE) $(BIN)/python scripts/bench.py
 
 clean:

@@ -7,6 +7,7 @@ piling audio up in memory, and a client that goes away stops the engine at the n
 """
 
 import asyncio
+import collections
 import logging
 import threading
 import time
@@ -66,6 +67,16 @@ def make_encoder(kind: str, rate: int, mp3_bitrate_kbps: int) -> Encoder:
     return WavEncoder(rate)
 
 
+@dataclass(frozen=True)
+class StreamRecord:
+    """What one finished stream did: for /health-style monitoring, the bench and tests."""
+
+    outcome: str
+    first_chunk_seconds: float | None  # from the start of synthesis to the engine's first chunk
+    first_chunk_samples: int
+    samples: int
+
+
 @dataclass
 class Stats:
     started: int = 0
@@ -101,6 +112,7 @@ class AudioStream:
         self.samples = 0
         self.started = time.perf_counter()
         self.first_chunk_at: float | None = None
+        self.first_chunk_samples = 0
         self.done = synthesizer.submit(self._work, request, encoder)
 
     # -- worker thread --------------------------------------------------------------------
@@ -110,6 +122,7 @@ class AudioStream:
             for chunk in chunks:
                 if self.first_chunk_at is None:
                     self.first_chunk_at = time.perf_counter()
+                    self.first_chunk_samples = chunk.size
                 self.samples += chunk.size
                 # encode long chunks in slices, so the first bytes leave before the whole chunk is encoded
                 for start in range(0, chunk.size, self._slice):
@@ -226,6 +239,7 @@ class Synthesizer:
         self._mp3_bitrate = mp3_bitrate_kbps
         self.active = 0
         self.stats = Stats()
+        self.recent: collections.deque[StreamRecord] = collections.deque(maxlen=100)
 
     async def acquire(self) -> None:
         try:
@@ -271,6 +285,8 @@ class Synthesizer:
         outcome = "failed" if future.cancelled() or future.exception() else future.result()
         setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
         self.stats.audio_seconds += stream.samples / self.engine.sample_rate
+        latency = None if stream.first_chunk_at is None else stream.first_chunk_at - stream.started
+        self.recent.append(StreamRecord(outcome, latency, stream.first_chunk_samples, stream.samples))
 
     def shutdown(self) -> None:
         for stream in list(self._open):

@@ -20,6 +20,7 @@ import os
 import sys
 import tempfile
 import threading
+import types
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,6 +94,47 @@ def model_generation(model_dir: Path) -> int:
     raise EngineStartError(f"no CosyVoice model in {model_dir} (no cosyvoice2.yaml or cosyvoice3.yaml); {GET_WEIGHTS}")
 
 
+class _WetextNormalizer:
+    """Upstream's ``tn`` (WeTextProcessing) normaliser interface, backed by the small ``wetext`` runtime."""
+
+    language = "zh"
+
+    def __init__(self, remove_erhua: bool = False, full_to_half: bool = False, **_ignored):
+        from wetext import Normalizer
+
+        options = {"remove_erhua": remove_erhua, "full_to_half": full_to_half} if self.language == "zh" else {}
+        self._normalizer = Normalizer(lang=self.language, operator="tn", **options)
+
+    def normalize(self, text: str) -> str:
+        return self._normalizer.normalize(text)
+
+
+class _EnglishWetextNormalizer(_WetextNormalizer):
+    language = "en"
+
+
+def _provide_text_normalisers() -> None:
+    """Upstream's frontend imports ``tn`` (WeTextProcessing + pynini, ~670 MB) unless ``ttsfrd`` is there.
+
+    When neither is installed, offer the same two classes backed by ``wetext`` (kaldifst, ~45 MB), the
+    runtime newer upstream uses, as modules in ``sys.modules``; nothing in site-packages changes.
+    """
+    for name in ("ttsfrd", "tn.chinese.normalizer"):
+        try:
+            __import__(name)
+            return
+        except ImportError:
+            pass
+    modules = {name: types.ModuleType(name) for name in ("tn", "tn.chinese", "tn.english")}
+    modules["tn.chinese.normalizer"] = types.ModuleType("tn.chinese.normalizer")
+    modules["tn.english.normalizer"] = types.ModuleType("tn.english.normalizer")
+    for package in ("tn", "tn.chinese", "tn.english"):
+        modules[package].__path__ = []
+    modules["tn.chinese.normalizer"].Normalizer = _WetextNormalizer
+    modules["tn.english.normalizer"].Normalizer = _EnglishWetextNormalizer
+    sys.modules.update(modules)
+
+
 def _import_upstream(source: Path | None):
     """The upstream ``cosyvoice.cli.cosyvoice`` module: from a checkout (COSYVOICE_SRC) or installed."""
     if source is not None:
@@ -103,6 +145,7 @@ def _import_upstream(source: Path | None):
         for path in (source / "third_party" / "Matcha-TTS", source):
             if str(path) not in sys.path:
                 sys.path.insert(0, str(path))
+    _provide_text_normalisers()
     try:
         import cosyvoice.cli.cosyvoice as upstream
         from cosyvoice.utils.common import set_all_random_seed
