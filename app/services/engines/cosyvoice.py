@@ -146,6 +146,8 @@ def _import_upstream(source: Path | None):
             if str(path) not in sys.path:
                 sys.path.insert(0, str(path))
     _provide_text_normalisers()
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
     try:
         import cosyvoice.cli.cosyvoice as upstream
         from cosyvoice.utils.common import set_all_random_seed
@@ -154,6 +156,9 @@ def _import_upstream(source: Path | None):
             f"the upstream CosyVoice code is not importable ({exc}); run `make install-cosyvoice` "
             "or set COSYVOICE_SRC to a checkout of FunAudioLLM/CosyVoice"
         ) from exc
+    finally:  # upstream configures the root logger (DEBUG) when imported: keep the service's
+        root.setLevel(level)
+        root.handlers[:] = handlers
     return upstream, set_all_random_seed
 
 
