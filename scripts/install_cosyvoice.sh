@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the CosyVoice2 CPU inference engine into an existing venv that already holds the service
-# (torch==2.13.0+cpu, numpy>=1.26.4,<2.6). Uses PyPI only: no github, no model hub.
+# (torch==2.13.0, numpy>=1.26.4,<2.6). Uses PyPI only: no github, no model hub.
 #
 #   usage: install.sh VENV_DIR
 #   env:   WITH_WETEXTPROCESSING=1  also install WeTextProcessing 1.0.4.1 + pynini 2.1.6 (~670 MB) so the
@@ -19,8 +19,8 @@ pipi() { "$PY" -m pip install --disable-pip-version-check "$@"; }
 # 1. Guard rails: the service's torch and numpy must be there and must not move.
 read -r TORCH_V NUMPY_V < <("$PY" -c 'import torch, numpy; print(torch.__version__, numpy.__version__)')
 case "$TORCH_V" in
-  2.13.0+cpu) ;;
-  *) echo "expected torch 2.13.0+cpu in $VENV, found $TORCH_V" >&2; exit 1 ;;
+  2.13.0|2.13.0+*) ;;  # +cpu here; a CUDA build (make install TORCH_INDEX=...) on a GPU machine
+  *) echo "expected torch 2.13.0 in $VENV, found $TORCH_V" >&2; exit 1 ;;
 esac
 "$PY" - "$NUMPY_V" <<'EOF'
 import sys
