@@ -7,6 +7,8 @@ noise-like but real: every byte comes out of upstream's LLM, flow matching and H
 import base64
 import concurrent.futures
 import shutil
+import threading
+import time
 
 import httpx
 import numpy as np
@@ -191,3 +193,20 @@ def test_missing_model_dir_is_a_clear_startup_error(tmp_path):
     settings = Settings(engine="cosyvoice", model_dir=tmp_path / "nowhere", data_dir=tmp_path / "d")
     with pytest.raises(RuntimeError, match="nowhere.*does not exist"), running(settings):
         pass
+
+
+def test_a_client_leaving_mid_stream_stops_upstreams_llm_thread(cv_settings):
+    text = "你好，欢迎使用语音合成服务。今天天气很好，我们一起去公园散步吧。"
+    with live_server(cv_settings) as (url, app):
+        model = app.state.speech.engine._model.model
+        body = {"tts_text": text, "spk_id": "中文女", "stream": True}
+        with httpx.stream("POST", f"{url}/tts", json=body, timeout=120) as response:
+            chunks = response.iter_raw()
+            assert next(chunks)
+        synth = app.state.speech.synthesizer
+        deadline = time.monotonic() + 30
+        while (synth.active or model.tts_speech_token_dict) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert synth.active == 0 and synth.stats.cancelled == 1
+        assert model.tts_speech_token_dict == {} and model.hift_cache_dict == {}  # upstream state dropped
+        assert not [t for t in threading.enumerate() if "llm_job" in repr(getattr(t, "_target", ""))]

@@ -260,9 +260,10 @@ class CosyVoiceEngine:
             # older upstream reads instruct2's instruction from the cached prompt: put it there
             tokens = self._model.frontend._extract_text_token(instruction)
             voice["prompt_text"], voice["prompt_text_len"] = tokens
-        # long text streams sentence by sentence (upstream's own splitter is part of its text frontend)
-        for sentence in split_sentences(request.text) or [request.text]:
-            yield from self._run(request, voice, sft, sentence)
+        # upstream's text frontend splits long text itself; without it, split here so long text still streams
+        pieces = [request.text] if self._text_frontend else split_sentences(request.text) or [request.text]
+        for piece in pieces:
+            yield from self._run(request, voice, sft, piece)
 
     def _run(self, request: SynthesisRequest, voice: dict, sft: bool, text: str) -> Iterator[np.ndarray]:
         key = f"__req_{threading.get_ident()}_{id(voice)}"
