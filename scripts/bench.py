@@ -7,25 +7,21 @@ it builds the tests' tiny random CosyVoice2 (data/tiny-cosyvoice2) and measures 
 """
 
 import argparse
-import asyncio
 import concurrent.futures
-import socket
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
-import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.config import Settings  # noqa: E402
-from app.main import create_app  # noqa: E402
 from app.services.engines.base import Mode, SynthesisRequest  # noqa: E402
 from app.services.mp3 import Mp3Encoder  # noqa: E402
+from tests.server import live_server  # noqa: E402
 
 TEXTS = {
     "espeak": {
@@ -48,18 +44,6 @@ def tiny_model_if_needed(settings: Settings) -> Settings:
         build_tiny_cosyvoice2(model_dir)
     print(f"no model in {settings.model_dir}: measuring the tiny random CosyVoice2 in {model_dir}")
     return settings.model_copy(update={"model_dir": model_dir})
-
-
-def start_server(app) -> tuple[str, uvicorn.Server, threading.Thread]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    return f"http://127.0.0.1:{port}", server, thread
 
 
 def engine_run(engine, voice, text: str) -> tuple[float, float, float]:
@@ -101,8 +85,11 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = tiny_model_if_needed(Settings())
-    app = create_app(settings)
-    url, server, thread = start_server(app)
+    with live_server(settings) as (url, app):
+        report(app, url, settings, args)
+
+
+def report(app, url: str, settings: Settings, args) -> None:
     speech = app.state.speech
     engine = speech.engine
     speaker = speech.voices.builtin_ids()[0]
@@ -111,50 +98,45 @@ def main() -> None:
     print(f"engine: {engine.name} ({app.state.engine_reason}); sample rate {engine.sample_rate} Hz; speaker {speaker}")
     print(f"runs: {args.runs}; max_concurrency: {settings.max_concurrency}\n")
 
-    try:
-        http_run(url, texts["short"], speaker)  # warm up
-        for label, text in texts.items():
-            engine_runs = [engine_run(engine, voice, text) for _ in range(args.runs)]
-            http_runs = [http_run(url, text, speaker) for _ in range(args.runs)]
-            audio = engine_runs[0][2]
-            engine_first = [r[0] for r in engine_runs]
-            http_first = [r[0] for r in http_runs]
-            print(f"[{label} text: {len(text)} chars, {audio:.1f} s of audio]")
-            print(f"  engine first chunk     {ms(engine_first)}")
-            print(f"  HTTP /tts first byte   {ms(http_first)}")
-            overhead = statistics.median(http_first) - statistics.median(engine_first)
-            print(f"  service overhead       {overhead * 1000:7.1f} ms (median first byte - median first chunk)")
-            print(f"  engine RTF             {statistics.median(r[1] for r in engine_runs) / audio:.4f}")
-            print(f"  HTTP /tts RTF          {statistics.median(r[1] for r in http_runs) / audio:.4f}\n")
+    http_run(url, texts["short"], speaker)  # warm up
+    for label, text in texts.items():
+        engine_runs = [engine_run(engine, voice, text) for _ in range(args.runs)]
+        http_runs = [http_run(url, text, speaker) for _ in range(args.runs)]
+        audio = engine_runs[0][2]
+        engine_first = [r[0] for r in engine_runs]
+        http_first = [r[0] for r in http_runs]
+        print(f"[{label} text: {len(text)} chars, {audio:.1f} s of audio]")
+        print(f"  engine first chunk     {ms(engine_first)}")
+        print(f"  HTTP /tts first byte   {ms(http_first)}")
+        overhead = statistics.median(http_first) - statistics.median(engine_first)
+        print(f"  service overhead       {overhead * 1000:7.1f} ms (median first byte - median first chunk)")
+        print(f"  engine RTF             {statistics.median(r[1] for r in engine_runs) / audio:.4f}")
+        print(f"  HTTP /tts RTF          {statistics.median(r[1] for r in http_runs) / audio:.4f}\n")
 
-        n = args.concurrency
-        with concurrent.futures.ThreadPoolExecutor(n) as pool:
-            started = time.perf_counter()
-            results = list(pool.map(lambda _: http_run(url, texts["long"], speaker), range(n)))
-            wall = time.perf_counter() - started
-        records = list(speech.synthesizer.recent)[-n:]
-        audio = sum(r.samples for r in records) / n / engine.sample_rate
-        print(f"[{n} concurrent /tts streams of the long text, max_concurrency {settings.max_concurrency}]")
-        print(f"  engine first chunk     {ms([r.first_chunk_seconds for r in records])}")
-        print(f"  HTTP first byte        {ms([r[0] for r in results])}  (includes waiting for a free slot)")
-        print(f"  wall time {wall:.2f} s for {n * audio:.1f} s of audio: aggregate RTF {wall / (n * audio):.4f}\n")
+    n = args.concurrency
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        started = time.perf_counter()
+        results = list(pool.map(lambda _: http_run(url, texts["long"], speaker), range(n)))
+        wall = time.perf_counter() - started
+    records = list(speech.synthesizer.recent)[-n:]
+    audio = sum(r.samples for r in records) / n / engine.sample_rate
+    print(f"[{n} concurrent /tts streams of the long text, max_concurrency {settings.max_concurrency}]")
+    print(f"  engine first chunk     {ms([r.first_chunk_seconds for r in records])}")
+    print(f"  HTTP first byte        {ms([r[0] for r in results])}  (includes waiting for a free slot)")
+    print(f"  wall time {wall:.2f} s for {n * audio:.1f} s of audio: aggregate RTF {wall / (n * audio):.4f}\n")
 
-        request = SynthesisRequest(Mode.SFT, texts["long"] * 3, voice.spk_id, voice.profile)
-        pcm = np.concatenate(list(engine.synthesize(request)))
-        chunk = engine.sample_rate // 2
-        for bitrate in (64, 128):
-            encoder = Mp3Encoder(engine.sample_rate, bitrate)
-            started = time.perf_counter()
-            for start in range(0, pcm.size, chunk):
-                encoder.encode(pcm[start : start + chunk])
-            encoder.flush()
-            elapsed = time.perf_counter() - started
-            seconds = pcm.size / engine.sample_rate
-            print(f"MP3 encoder ({bitrate} kbps, 0.5 s chunks, {seconds:.0f} s): {seconds / elapsed:.0f}x real time")
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        asyncio.set_event_loop(None)
+    request = SynthesisRequest(Mode.SFT, texts["long"] * 3, voice.spk_id, voice.profile)
+    pcm = np.concatenate(list(engine.synthesize(request)))
+    chunk = engine.sample_rate // 2
+    for bitrate in (64, 128):
+        encoder = Mp3Encoder(engine.sample_rate, bitrate)
+        started = time.perf_counter()
+        for start in range(0, pcm.size, chunk):
+            encoder.encode(pcm[start : start + chunk])
+        encoder.flush()
+        elapsed = time.perf_counter() - started
+        seconds = pcm.size / engine.sample_rate
+        print(f"MP3 encoder ({bitrate} kbps, 0.5 s chunks, {seconds:.0f} s): {seconds / elapsed:.0f}x real time")
 
 
 if __name__ == "__main__":

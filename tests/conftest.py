@@ -1,11 +1,7 @@
-import socket
-import threading
-import time
 from contextlib import contextmanager
 
 import numpy as np
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from app.config import Settings
@@ -13,6 +9,7 @@ from app.main import create_app
 from app.services.engines.base import Mode, SynthesisRequest
 from app.services.engines.espeak import EspeakEngine
 from tests.audio_utils import wav
+from tests.server import live_server  # noqa: F401 - used by the tests through conftest
 
 ENGINE_RATE = 24000
 EN_PROMPT = "The quick brown fox jumps over the lazy dog, and then it runs back home again."
@@ -34,27 +31,6 @@ def running(settings: Settings):
 def client(settings):
     with running(settings) as client:
         yield client
-
-
-@contextmanager
-def live_server(settings: Settings):
-    """The app under a real uvicorn on 127.0.0.1, for tests that need real sockets."""
-    app = create_app(settings)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture(scope="session")
