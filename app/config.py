@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,6 +31,20 @@ class Settings(BaseSettings):
     queue_timeout_seconds: float = Field(30.0, gt=0)
     stall_timeout_seconds: float = Field(60.0, gt=0)
     mp3_bitrate_kbps: Literal[32, 48, 64, 96, 128, 160, 192] = 64
+
+    # Storage of users' voices and prompts: a local folder (default) or Alibaba Cloud OSS
+    storage: Literal["local", "oss"] = "local"
+    storage_dir: Path | None = None  # local storage; default: data_dir/storage
+    oss_endpoint: str = ""  # e.g. https://oss-cn-beijing.aliyuncs.com
+    oss_bucket: str = "learn-wave"
+    oss_region: str = "cn-beijing"
+    oss_prefix: str = ""  # a key prefix inside the bucket
+    # credentials come from the environment only, under OSS's own names, and are never logged
+    oss_access_key_id: SecretStr | None = Field(None, validation_alias="OSS_ACCESS_KEY_ID")
+    oss_access_key_secret: SecretStr | None = Field(None, validation_alias="OSS_ACCESS_KEY_SECRET")
+    storage_timeout_seconds: float = Field(10.0, gt=0)
+    storage_retries: int = Field(2, ge=0, le=10)
+    voice_cache_mb: float = Field(200.0, gt=0)
 
     log_level: str = "INFO"
 

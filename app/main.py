@@ -11,7 +11,9 @@ from app.routes import generate, system, tts, voices
 from app.services.engines import load_engine
 from app.services.speech import SpeechService
 from app.services.synthesis import Synthesizer
+from app.services.user_voices import DownloadCache, UserVoices
 from app.services.voices import VoiceLibrary
+from app.storage import open_storage
 
 
 class BodySizeLimit:
@@ -65,7 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.mp3_bitrate_kbps,
             settings.stall_timeout_seconds,
         )
-        app.state.speech = SpeechService(settings, loaded.engine, library, synthesizer)
+        cache = DownloadCache(settings.data_dir / "cache" / "downloads", int(settings.voice_cache_mb * 1024 * 1024))
+        user_voices = UserVoices(open_storage(settings), loaded.engine, cache)
+        app.state.speech = SpeechService(settings, loaded.engine, library, user_voices, synthesizer)
         app.state.engine_reason = loaded.reason
         try:
             yield

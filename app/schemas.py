@@ -22,6 +22,7 @@ class Body(BaseModel):
 
 class SynthesisBody(Body):
     tts_text: str = Field(validation_alias=AliasChoices("tts_text", "text"))
+    user_id: str = ""  # the user whose voices spk_id may name (storage namespace)
     speed: float = Field(1.0, ge=0.5, le=2.0)
     seed: int = Field(0, ge=0, le=2**32 - 1)
     stream: bool = False  # the engine's own streaming (CosyVoice); the response streams either way
@@ -51,10 +52,9 @@ class GenerateBody(SynthesisBody):
     instruct_text: str = ""
     prompt_audio_base64: str | None = None
     stream: bool = True
-    # Storage-backed fields of the seed; their defaults mean "not used".
+    # The seed's storage fields (see SpeechSpec); their defaults mean "not used".
     spk_customize: str = "无"
     prompt_speech_16k: str = ""
-    user_id: str = ""
     exp_name: str = ""
 
     @field_validator("mode", mode="before")
@@ -72,3 +72,4 @@ class CloneBody(Body):
     prompt_text: str
     prompt_audio_base64: str | None = None
     overwrite: bool = False
+    user_id: str = ""  # save in this user's storage namespace instead of the shared library

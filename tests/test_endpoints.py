@@ -196,11 +196,11 @@ def test_generate_audio_rejects_bad_mode_and_stream(client):
     assert error_of(response)["message"].startswith("instruct_text:")
 
 
-def test_generate_audio_storage_fields_are_refused_clearly_without_storage(client):
+def test_generate_audio_storage_fields_need_a_user(client):
     body = {"mode": "预训练音色", "tts_text": "hi", "spk_id": "中文女", "spk_customize": "my_voice"}
     response = client.post("/generate_audio", json=body)
     assert response.status_code == 400
-    assert error_of(response)["message"].startswith("spk_customize:")
+    assert error_of(response)["message"].startswith("user_id:")
 
 
 def test_malformed_bodies_get_json_errors(client):

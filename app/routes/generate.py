@@ -3,7 +3,6 @@
 from fastapi import APIRouter, Request, Response
 
 from app.deps import Body, Speech
-from app.errors import Unsupported
 from app.schemas import GenerateBody
 from app.services.engines.base import Mode
 from app.services.speech import SpeechSpec
@@ -11,16 +10,12 @@ from app.services.synthesis import AudioResponse
 
 router = APIRouter(tags=["generate"])
 
-# Fields that keep users' voices and prompts in object storage; unset, they have these values.
-_STORAGE_FIELDS = {"spk_customize": ("", "无"), "prompt_speech_16k": ("",), "user_id": ("",), "exp_name": ("",)}
+_UNSET_VOICE = ("", "无")  # the seed's spk_customize default
 
 
 @router.post("/generate_audio", response_model=None)
 async def generate_audio(speech: Speech, body: Body, request: Request) -> Response:
     fields = body.parse(GenerateBody)
-    for name, unset in _STORAGE_FIELDS.items():
-        if getattr(fields, name).strip() not in unset:
-            raise Unsupported(f"{name}: needs object storage (OSS), which this server does not have configured")
     # The seed passes the instruction of 自然语言控制 in prompt_text.
     instruct = fields.instruct_text or (fields.prompt_text if fields.mode is Mode.INSTRUCT else "")
     spec = SpeechSpec(
@@ -33,6 +28,10 @@ async def generate_audio(speech: Speech, body: Body, request: Request) -> Respon
         speed=fields.speed,
         seed=fields.seed,
         stream=fields.stream,
+        user_id=fields.user_id.strip(),
+        custom_voice="" if fields.spk_customize.strip() in _UNSET_VOICE else fields.spk_customize.strip(),
+        prompt_key=fields.prompt_speech_16k.strip(),
+        save_as=fields.exp_name.strip() if fields.mode is Mode.ZERO_SHOT else "",
     )
     if fields.stream:
         stream = await speech.stream(spec, "mp3", request.is_disconnected)

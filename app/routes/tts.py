@@ -18,7 +18,13 @@ async def _mp3(speech: SpeechService, spec: SpeechSpec, request: Request) -> Aud
 
 
 def _common(fields) -> dict:
-    return {"text": fields.tts_text, "speed": fields.speed, "seed": fields.seed, "stream": fields.stream}
+    return {
+        "text": fields.tts_text,
+        "speed": fields.speed,
+        "seed": fields.seed,
+        "stream": fields.stream,
+        "user_id": fields.user_id.strip(),
+    }
 
 
 @router.post("/tts")

@@ -30,7 +30,8 @@ async def clone(speech: Speech, body: Body) -> dict:
     upload = await body.audio("prompt_audio")
     if upload is None:
         raise MissingField("prompt_audio: missing; send the prompt as a file part or as prompt_audio_base64")
-    voice = await speech.clone(fields.spk_id, fields.prompt_text.strip(), upload, fields.overwrite)
+    user_id = fields.user_id.strip()
+    voice = await speech.clone(fields.spk_id, fields.prompt_text.strip(), upload, fields.overwrite, user_id)
     return {
         "status": "success",
         "message": f"voice {voice.spk_id!r} saved",
@@ -51,16 +52,15 @@ async def upload_audio(speech: Speech, body: Body) -> dict:
 
 
 @router.get("/get_available_spks")
-async def get_available_spks(speech: Speech) -> dict:
-    builtin = speech.voices.builtin_ids()
-    cloned = await asyncio.to_thread(speech.voices.cloned_ids)
+async def get_available_spks(speech: Speech, user_id: str = "") -> dict:
+    """Built-in voices plus the shared cloned ones, or, with ``user_id``, plus that user's own."""
+    builtin, cloned = await asyncio.to_thread(speech.list_voices, user_id.strip())
     return {"speakers": builtin + cloned, "builtin": builtin, "cloned": cloned}
 
 
 @router.get("/voices/{spk_id}")
-async def get_voice(speech: Speech, spk_id: str) -> dict:
-    voice = await asyncio.to_thread(speech.voices.get, spk_id)
-    return _describe(speech, voice)
+async def get_voice(speech: Speech, spk_id: str, user_id: str = "") -> dict:
+    return _describe(speech, await speech.voice(spk_id, user_id.strip()))
 
 
 @router.delete("/voices/{spk_id}")

@@ -8,10 +8,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from app.config import Settings
-from app.errors import InvalidInput, MissingField, Unsupported
+from app.errors import Conflict, InvalidInput, MissingField, NotFound, Unsupported
+from app.names import check_name
 from app.services.audio import PromptAudio, prepare_prompt
 from app.services.engines.base import Mode, SpeechEngine, SynthesisRequest, VoiceRejected
 from app.services.synthesis import AudioStream, Synthesizer
+from app.services.user_voices import UserVoices, user_key
 from app.services.voices import Voice, VoiceLibrary
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,11 @@ class SpeechSpec:
     speed: float = 1.0
     seed: int = 0
     stream: bool = True
+    # per-user storage (the seed's OSS fields): the user, their voice to use, the prompt key, where to save
+    user_id: str = ""
+    custom_voice: str = ""  # spk_customize: the user's voice file, instead of spk_id / prompt audio
+    prompt_key: str = ""  # prompt_speech_16k: prompt audio stored under the user's prefix
+    save_as: str = ""  # exp_name: 3s极速复刻 saves the voice it built under this name
 
 
 def decode_base64_audio(field: str, value: str) -> Upload:
@@ -61,10 +68,18 @@ def decode_base64_audio(field: str, value: str) -> Upload:
 
 
 class SpeechService:
-    def __init__(self, settings: Settings, engine: SpeechEngine, voices: VoiceLibrary, synthesizer: Synthesizer):
+    def __init__(
+        self,
+        settings: Settings,
+        engine: SpeechEngine,
+        voices: VoiceLibrary,
+        user_voices: UserVoices,
+        synthesizer: Synthesizer,
+    ):
         self.settings = settings
         self.engine = engine
         self.voices = voices
+        self.user_voices = user_voices
         self.synthesizer = synthesizer
 
     # -- voices ---------------------------------------------------------------------------
@@ -82,12 +97,39 @@ class SpeechService:
             raise InvalidInput(f"{upload.field}: {exc}") from None
         return profile, prompt
 
-    async def clone(self, spk_id: str, prompt_text: str, upload: Upload, overwrite: bool) -> Voice:
-        await asyncio.to_thread(self.voices.ensure_writable, spk_id, overwrite)  # fail fast, before the costly part
+    async def clone(self, spk_id: str, prompt_text: str, upload: Upload, overwrite: bool, user_id: str = "") -> Voice:
+        """Make a voice and save it: in the user's storage namespace, or in the engine's spk2info.pt."""
+        if user_id:
+            check_name("user_id", user_id)
+            if not overwrite and await asyncio.to_thread(self.user_voices.exists, user_id, spk_id):
+                raise Conflict(f"spk_id: user {user_id!r} already has a voice named {spk_id!r}; send overwrite=true")
+        else:
+            await asyncio.to_thread(self.voices.ensure_writable, spk_id, overwrite)  # fail fast: building costs
         profile, prompt = await self.make_voice(prompt_text, upload)
-        voice = await asyncio.to_thread(self.voices.add, spk_id, profile, prompt_text, prompt.samples, overwrite)
+        if user_id:
+            save = self.user_voices.save
+            await asyncio.to_thread(save, user_id, spk_id, profile, prompt_text, prompt.samples, overwrite)
+            voice = Voice(spk_id, False, profile)
+        else:
+            voice = await asyncio.to_thread(self.voices.add, spk_id, profile, prompt_text, prompt.samples, overwrite)
         log.info("cloned voice %r from %.1f s of speech", spk_id, prompt.speech_seconds)
         return voice
+
+    async def voice(self, spk_id: str, user_id: str = "", field: str = "spk_id") -> Voice:
+        """A speaker by name: the user's own voice first (when a user is given), then the shared library."""
+        if user_id:
+            check_name("user_id", user_id)
+            try:
+                profile = await asyncio.to_thread(self.user_voices.load, user_id, spk_id, field)
+                return Voice(spk_id, False, profile)
+            except NotFound:
+                pass
+        return await asyncio.to_thread(self.voices.get, spk_id, field)
+
+    def list_voices(self, user_id: str = "") -> tuple[list[str], list[str]]:
+        """(built-in ids, cloned ids): with a user, that user's own voices instead of the shared ones."""
+        cloned = self.user_voices.names(user_id) if user_id else self.voices.cloned_ids()
+        return self.voices.builtin_ids(), cloned
 
     # -- synthesis ------------------------------------------------------------------------
     def check_text(self, text: str) -> str:
@@ -107,21 +149,37 @@ class SpeechService:
         if spec.mode not in self.engine.capabilities:
             raise Unsupported(f"mode: the {self.engine.name} engine does not support {label}")
         common = {"mode": spec.mode, "text": text, "speed": spec.speed, "seed": spec.seed, "stream": spec.stream}
+        instruct = spec.instruct_text.strip()
+        if spec.mode is Mode.INSTRUCT and not instruct:
+            raise MissingField(f"instruct_text: {label} needs an instruction (e.g. 用开心的语气说)")
+        common["instruct_text"] = instruct
+        if (spec.custom_voice or spec.prompt_key or spec.save_as) and not spec.user_id:
+            raise MissingField("user_id: needed with spk_customize, prompt_speech_16k or exp_name")
+        if spec.custom_voice:
+            profile = await asyncio.to_thread(self.user_voices.load, spec.user_id, spec.custom_voice, "spk_customize")
+            return SynthesisRequest(speaker=spec.custom_voice, voice=profile, **common)
         if spec.mode in (Mode.SFT, Mode.INSTRUCT):
             if not spec.spk_id:
                 raise MissingField(f"spk_id: {label} needs a speaker; GET /get_available_spks lists them")
-            instruct = spec.instruct_text.strip()
-            if spec.mode is Mode.INSTRUCT and not instruct:
-                raise MissingField(f"instruct_text: {label} needs an instruction (e.g. 用开心的语气说)")
-            voice = await asyncio.to_thread(self.voices.get, spec.spk_id)
-            return SynthesisRequest(speaker=voice.spk_id, voice=voice.profile, instruct_text=instruct, **common)
-        if spec.prompt_audio is not None:
+            voice = await self.voice(spec.spk_id, spec.user_id)
+            return SynthesisRequest(speaker=voice.spk_id, voice=voice.profile, **common)
+        upload = spec.prompt_audio
+        if upload is None and spec.prompt_key:
+            key = user_key(spec.user_id, spec.prompt_key, "prompt_speech_16k")
+            missing = f"prompt_speech_16k: user {spec.user_id!r} has no object {spec.prompt_key!r}"
+            upload = Upload("prompt_speech_16k", await asyncio.to_thread(self.user_voices.fetch, key, missing))
+        if upload is not None:
             if spec.mode is Mode.ZERO_SHOT and not spec.prompt_text.strip():
                 raise MissingField(f"prompt_text: {label} needs the transcript of the prompt audio")
-            profile, _ = await self.make_voice(spec.prompt_text.strip(), spec.prompt_audio)
+            profile, prompt = await self.make_voice(spec.prompt_text.strip(), upload)
+            if spec.save_as and spec.mode is Mode.ZERO_SHOT:
+                check_name("exp_name", spec.save_as)
+                save = self.user_voices.save
+                args = (spec.user_id, spec.save_as, profile, spec.prompt_text.strip(), prompt.samples, True)
+                await asyncio.to_thread(save, *args)
             return SynthesisRequest(voice=profile, **common)
         if spec.spk_id:
-            voice = await asyncio.to_thread(self.voices.get, spec.spk_id)
+            voice = await self.voice(spec.spk_id, spec.user_id)
             if voice.builtin:
                 raise InvalidInput(
                     f"spk_id: {spec.spk_id!r} is a built-in speaker; {label} needs prompt audio or a cloned voice"

@@ -1,13 +1,17 @@
-"""Crash-safe local writes: temp file in the same folder, fsync, os.replace, fsync the folder."""
+"""Crash-safe local files, and the local-directory Storage (the default)."""
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from app.storage.base import ObjectInfo, ObjectNotFound
+
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Temp file in the same folder, fsync, os.replace, fsync the folder: old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -28,3 +32,47 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda handle: handle.write(data))
+
+
+class LocalStorage:
+    name = "local"
+
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:  # callers validate keys; this is the last line of defence
+            raise ValueError(f"storage key {key!r} leaves the storage folder")
+        return path
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise ObjectNotFound(key) from None
+
+    def put(self, key: str, data: bytes) -> None:
+        atomic_write_bytes(self._path(key), data)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> list[str]:
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        if not base.is_dir():
+            return []
+        return sorted(
+            str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")
+        )
+
+    def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise ObjectNotFound(key) from None
+        return ObjectInfo(key, len(data), hashlib.md5(data).hexdigest())
