@@ -195,6 +195,10 @@ class CosyVoiceEngine:
         self._text_frontend = text_frontend
         self._lock = threading.RLock()
         self._initial_hop = getattr(self._model.model, "token_hop_len", None)
+        flow = self._model.model.flow
+        # a voice file made for another model has other sizes: check them before upstream trips on them
+        self._embed_dim = flow.spk_embed_affine_layer.in_features
+        self._mel_bins = flow.output_size
         stored = self._model.frontend.spk2info
         self._builtins = [k for k, v in stored.items() if isinstance(v, dict) and "embedding" in v]
         log.info(
@@ -224,12 +228,16 @@ class CosyVoiceEngine:
         if not isinstance(profile, dict):
             return "not a speaker entry (a dict)"
         if "embedding" in profile:  # a built-in SFT speaker
-            return _tensor_problem(profile, "embedding", 2)
+            return _tensor_problem(profile, "embedding", 2, self._embed_dim)
         missing = [key for key in ZERO_SHOT_KEYS if key not in profile]
         if missing:
             return f"not a CosyVoice speaker entry (missing {', '.join(missing)})"
-        for key, dims in (("llm_embedding", 2), ("flow_embedding", 2), ("prompt_speech_feat", 3)):
-            problem = _tensor_problem(profile, key, dims)
+        for key, dims, size in (
+            ("llm_embedding", 2, self._embed_dim),
+            ("flow_embedding", 2, self._embed_dim),
+            ("prompt_speech_feat", 3, self._mel_bins),
+        ):
+            problem = _tensor_problem(profile, key, dims, size)
             if problem:
                 return problem
         return None
@@ -365,8 +373,10 @@ def _fresh(entry: dict) -> dict:
     return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in entry.items()}
 
 
-def _tensor_problem(profile: dict, key: str, dims: int) -> str | None:
+def _tensor_problem(profile: dict, key: str, dims: int, last: int) -> str | None:
     value = profile.get(key)
     if not isinstance(value, torch.Tensor) or value.dim() != dims or not value.is_floating_point():
         return f"{key} must be a {dims}-D float tensor"
+    if value.shape[-1] != last:
+        return f"{key} has {value.shape[-1]} values per row; this model expects {last} (made for another model?)"
     return None

@@ -186,14 +186,14 @@ def language_of(text: str) -> str:
 
 # Keywords understood in 自然语言控制 instructions: (pattern, effect on the voice).
 _INSTRUCTIONS = (
-    (re.compile(r"快|fast|quick", re.I), {"speed": 1.3}),
-    (re.compile(r"慢|slow", re.I), {"speed": 0.75}),
-    (re.compile(r"高(?!兴)|high", re.I), {"pitch": 20}),
-    (re.compile(r"低|deep|low", re.I), {"pitch": -20}),
-    (re.compile(r"开心|高兴|激动|兴奋|happy|excited|cheerful", re.I), {"range": 85, "pitch": 10}),
-    (re.compile(r"悲伤|难过|平静|sad|calm|flat", re.I), {"range": 20}),
-    (re.compile(r"女|female|woman|girl", re.I), {"variant": "female"}),
-    (re.compile(r"(?<!fe)male|男|\bman\b|boy", re.I), {"variant": "male"}),
+    (re.compile(r"快|\b(fast|faster|quick|quickly)\b", re.I), {"speed": 1.3}),
+    (re.compile(r"慢|\b(slow|slower|slowly)\b", re.I), {"speed": 0.75}),
+    (re.compile(r"高(?!兴)|\b(high|higher)\b", re.I), {"pitch": 20}),
+    (re.compile(r"低|\b(deep|deeper|low|lower)\b", re.I), {"pitch": -20}),
+    (re.compile(r"开心|高兴|激动|兴奋|\b(happy|excited|cheerful)\b", re.I), {"range": 85, "pitch": 10}),
+    (re.compile(r"悲伤|难过|平静|\b(sad|calm|flat)\b", re.I), {"range": 20}),
+    (re.compile(r"女|\b(female|woman|girl)\b", re.I), {"variant": "female"}),
+    (re.compile(r"男|\b(male|man|boy)\b", re.I), {"variant": "male"}),
 )
 
 

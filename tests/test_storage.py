@@ -1,0 +1,144 @@
+"""Per-user voices and prompts in storage (the local folder here; OSS in test_oss.py)."""
+
+import io
+import os
+
+import pytest
+import torch
+
+from tests.audio_utils import decode
+from tests.conftest import EN_PROMPT, clone, error_of
+
+TEXT = "Good evening, this is my own voice."
+
+
+def user_voice_path(settings, user: str, name: str):
+    return settings.data_dir / "storage" / user / "model" / "cosyvoice" / f"{name}.pt"
+
+
+def test_clone_for_a_user_lands_in_their_namespace(settings, client, female_prompt):
+    response = clone(client, "mine", female_prompt, user_id="alice")
+    assert response.status_code == 200, response.text
+    stored = torch.load(user_voice_path(settings, "alice", "mine"), weights_only=True)
+    assert stored["engine"] == "espeak" and stored["variant"] == "female"
+    assert (settings.data_dir / "storage" / "alice" / "model" / "cosyvoice" / "sources" / "mine.txt").exists()
+    listed = client.get("/get_available_spks", params={"user_id": "alice"}).json()
+    assert listed["cloned"] == ["mine"] and "中文女" in listed["builtin"]
+    assert client.get("/get_available_spks").json()["cloned"] == []  # not in the shared library
+    spoken = decode(client.post("/tts", json={"tts_text": TEXT, "spk_id": "mine", "user_id": "alice"}).content)
+    assert spoken.median_f0() > 170
+
+
+def test_one_user_never_sees_or_uses_anothers_voice(client, female_prompt):
+    clone(client, "secret", female_prompt, user_id="alice")
+    assert client.get("/get_available_spks", params={"user_id": "bob"}).json()["cloned"] == []
+    for body in (
+        {"tts_text": TEXT, "spk_id": "secret", "user_id": "bob"},
+        {"tts_text": TEXT, "spk_id": "secret"},
+    ):
+        assert client.post("/tts", json=body).status_code == 404
+    body = {"mode": "预训练音色", "tts_text": TEXT, "spk_customize": "secret", "user_id": "bob", "spk_id": "中文女"}
+    response = client.post("/generate_audio", json=body)
+    assert response.status_code == 404 and error_of(response)["message"].startswith("spk_customize:")
+    assert clone(client, "secret", female_prompt, user_id="alice").status_code == 409
+    assert clone(client, "secret", female_prompt, user_id="bob").status_code == 200  # bob's own, separate
+
+
+def test_generate_audio_storage_fields(settings, client, male_prompt, female_prompt):
+    prompts = settings.data_dir / "storage" / "carol" / "prompts"
+    prompts.mkdir(parents=True)
+    (prompts / "ref.wav").write_bytes(female_prompt)
+    body = {
+        "mode": "3s极速复刻",
+        "tts_text": TEXT,
+        "prompt_text": EN_PROMPT,
+        "prompt_speech_16k": "prompts/ref.wav",
+        "user_id": "carol",
+        "exp_name": "exp1",
+        "stream": "False",
+    }
+    first = decode(client.post("/generate_audio", json=body).content)
+    assert first.median_f0() > 170
+    assert user_voice_path(settings, "carol", "exp1").exists()  # 3s极速复刻 saved the voice it built
+    for mode in ("预训练音色", "自然语言控制", "跨语种复刻"):
+        body = {"mode": mode, "tts_text": TEXT, "spk_id": "英文男", "spk_customize": "exp1", "user_id": "carol"}
+        body |= {"prompt_text": "speak slowly", "stream": "False"}
+        response = client.post("/generate_audio", json=body)
+        assert response.status_code == 200, (mode, response.text)
+        assert decode(response.content).median_f0() > 170, mode  # the custom voice, not 英文男
+    body = {"mode": "3s极速复刻", "tts_text": TEXT, "prompt_text": EN_PROMPT, "user_id": "carol"}
+    response = client.post("/generate_audio", json=body | {"prompt_speech_16k": "carol/prompts/missing.wav"})
+    assert response.status_code == 404 and error_of(response)["message"].startswith("prompt_speech_16k:")
+
+
+HOSTILE_NAMES = ["../alice", "/etc/passwd", "a/../b", "a\\b", "x\x00y", "..", "n" * 65, "", "a b"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_hostile_names_are_refused_before_reaching_storage(settings, client, male_prompt, name):
+    def field_error(response, field):
+        assert 400 <= response.status_code < 500, response.text
+        assert error_of(response)["message"].startswith(f"{field}:"), error_of(response)
+        return response
+
+    if name:
+        field_error(clone(client, "ok", male_prompt, user_id=name), "user_id")
+        field_error(clone(client, name, male_prompt, user_id="alice"), "spk_id")
+        base = {"mode": "预训练音色", "tts_text": TEXT, "spk_id": "中文女", "user_id": "alice"}
+        field_error(client.post("/generate_audio", json=base | {"spk_customize": name}), "spk_customize")
+        zero_shot = {"mode": "3s极速复刻", "tts_text": TEXT, "prompt_text": EN_PROMPT, "user_id": "alice"}
+        field_error(client.post("/generate_audio", json=zero_shot | {"prompt_speech_16k": name}), "prompt_speech_16k")
+        files = {"prompt_audio": ("p.wav", male_prompt, "audio/wav")}
+        response = client.post("/generate_audio", data=zero_shot | {"exp_name": name}, files=files)
+        field_error(response, "exp_name")
+    assert not list((settings.data_dir / "storage").rglob("*.pt")) if (settings.data_dir / "storage").exists() else True
+
+
+def test_prompt_speech_16k_is_never_a_local_path(settings, client):
+    secret = settings.data_dir / "secret.wav"
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.write_bytes(b"RIFF")
+    body = {"mode": "3s极速复刻", "tts_text": TEXT, "prompt_text": EN_PROMPT, "user_id": "alice"}
+    for key in (str(secret), "../secret.wav", "../../data/secret.wav"):
+        response = client.post("/generate_audio", json=body | {"prompt_speech_16k": key})
+        assert response.status_code in (400, 422), key
+        assert error_of(response)["message"].startswith("prompt_speech_16k:")
+
+
+class Payload:
+    """A pickle that runs code when unpickled, if anything ever unpickles it unsafely."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def hostile_files(tmp_path) -> dict[str, bytes]:
+    def saved(obj) -> bytes:
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        return buffer.getvalue()
+
+    good = saved({"engine": "espeak", "variant": "male", "pitch": 50, "range": 50, "rate": 175})
+    return {
+        "code": saved({"engine": "espeak", "payload": Payload(tmp_path / "pwned")}),
+        "truncated": good[: len(good) // 2],
+        "not_torch": b"this is not a voice file",
+        "wrong_model": saved({"embedding": torch.zeros(1, 192)}),
+        "bad_values": saved({"engine": "espeak", "variant": "robot", "pitch": 500, "range": 50, "rate": 175}),
+    }
+
+
+@pytest.mark.parametrize("kind", ["code", "truncated", "not_torch", "wrong_model", "bad_values"])
+def test_hostile_voice_files_are_refused_and_nothing_runs(settings, client, tmp_path, kind):
+    path = user_voice_path(settings, "mallory", "evil")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(hostile_files(tmp_path)[kind])
+    body = {"mode": "预训练音色", "tts_text": TEXT, "spk_id": "中文女", "spk_customize": "evil", "user_id": "mallory"}
+    response = client.post("/generate_audio", json=body)
+    assert response.status_code == 422, response.text
+    assert error_of(response)["message"].startswith("spk_customize:")
+    assert not (tmp_path / "pwned").exists()
+    assert client.get("/health").json()["status"] == "ok"
