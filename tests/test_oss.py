@@ -189,3 +189,11 @@ def test_a_wrong_secret_is_refused_with_a_clear_error(tmp_path, oss, monkeypatch
         assert error_of(response)["code"] == "storage_error" and "403" in error_of(response)["message"]
         assert "wrong" not in response.text and SK not in response.text
     assert oss.objects == {}
+
+
+def test_the_key_prefix_setting(tmp_path, oss, monkeypatch, male_prompt):
+    with running(oss_settings(tmp_path, oss, monkeypatch, oss_prefix="voice-service/")) as client:
+        assert clone(client, "v", male_prompt, user_id="gina").status_code == 200
+        assert client.get("/get_available_spks", params={"user_id": "gina"}).json()["cloned"] == ["v"]
+    assert "voice-service/gina/model/cosyvoice/v.pt" in oss.objects
+    assert not [key for key in oss.objects if key.startswith("gina/")]

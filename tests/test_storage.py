@@ -142,3 +142,19 @@ def test_hostile_voice_files_are_refused_and_nothing_runs(settings, client, tmp_
     assert error_of(response)["message"].startswith("spk_customize:")
     assert not (tmp_path / "pwned").exists()
     assert client.get("/health").json()["status"] == "ok"
+
+
+def test_the_download_cache_is_bounded_and_keyed_by_etag(tmp_path):
+    from app.services.user_voices import DownloadCache
+
+    cache = DownloadCache(tmp_path / "cache", max_bytes=150)
+    cache.put("a", "etag1", b"a" * 60)
+    cache.put("b", "etag1", b"b" * 60)
+    assert cache.get("a", "etag1") == b"a" * 60  # a is now the most recently used
+    assert cache.get("a", "etag2") is None  # another ETag: the object changed
+    cache.put("c", "etag1", b"c" * 60)  # over 150 bytes: the least recently used (b) goes
+    assert cache.get("b", "etag1") is None
+    assert cache.get("a", "etag1") == b"a" * 60 and cache.get("c", "etag1") == b"c" * 60
+    cache.put("huge", "etag1", b"h" * 151)  # larger than the whole cache: not kept
+    assert cache.get("huge", "etag1") is None
+    assert sum(p.stat().st_size for p in (tmp_path / "cache").iterdir()) <= 150

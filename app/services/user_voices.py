@@ -13,6 +13,7 @@ import logging
 import os
 import pickle
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,7 @@ class DownloadCache:
                 data = path.read_bytes()
             except FileNotFoundError:
                 return None
-            os.utime(path)  # recently used
+            _touch(path)
             return data
 
     def put(self, key: str, etag: str, data: bytes) -> None:
@@ -74,6 +75,7 @@ class DownloadCache:
             return
         with self._lock:
             atomic_write_bytes(self._path(key, etag), data)
+            _touch(self._path(key, etag))
             files = sorted((p.stat().st_mtime_ns, p.stat().st_size, p) for p in self.folder.iterdir() if p.is_file())
             total = sum(size for _, size, _ in files)
             for _, size, path in files:
@@ -81,6 +83,12 @@ class DownloadCache:
                     break
                 path.unlink(missing_ok=True)
                 total -= size
+
+
+def _touch(path: Path) -> None:
+    """Mark as just used, with the clock's full resolution (file systems may keep coarse mtimes)."""
+    now = time.time_ns()
+    os.utime(path, ns=(now, now))
 
 
 class UserVoices:
