@@ -23,6 +23,7 @@ def test_health_reports_engine_rate_and_voices(client):
     health = client.get("/health").json()
     assert health["engine"] == "espeak"
     assert health["sample_rate"] == ENGINE_RATE
+    assert health["storage"] == "local"
     assert "no CosyVoice model" in health["engine_reason"]
     assert health["voices"] == len(client.get("/get_available_spks").json()["speakers"])
 

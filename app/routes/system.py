@@ -20,6 +20,7 @@ async def health(speech: Speech, request: Request) -> dict:
         "engine": speech.engine.name,
         "engine_reason": request.app.state.engine_reason,
         "sample_rate": speech.engine.sample_rate,
+        "storage": speech.user_voices.storage.name,
         "voices": len(speech.voices.builtin_ids()) + len(cloned),
         "builtin_voices": len(speech.voices.builtin_ids()),
         "cloned_voices": len(cloned),
