@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.stall_timeout_seconds,
         )
         cache = DownloadCache(settings.data_dir / "cache" / "downloads", int(settings.voice_cache_mb * 1024 * 1024))
-        user_voices = UserVoices(open_storage(settings), loaded.engine, cache)
+        user_voices = UserVoices(open_storage(settings), loaded.engine, cache, settings.max_upload_bytes)
         app.state.speech = SpeechService(settings, loaded.engine, library, user_voices, synthesizer)
         app.state.engine_reason = loaded.reason
         try:

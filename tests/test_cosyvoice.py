@@ -210,3 +210,32 @@ def test_a_client_leaving_mid_stream_stops_upstreams_llm_thread(cv_settings):
         assert synth.active == 0 and synth.stats.cancelled == 1
         assert model.tts_speech_token_dict == {} and model.hift_cache_dict == {}  # upstream state dropped
         assert not [t for t in threading.enumerate() if "llm_job" in repr(getattr(t, "_target", ""))]
+
+
+def _tampered(entry: dict, change: str) -> dict:
+    entry = dict(entry)
+    if change == "text_ids":
+        entry["prompt_text"] = torch.full_like(entry["prompt_text"], 10**7)
+    elif change == "float_tokens":
+        entry["llm_prompt_speech_token"] = entry["llm_prompt_speech_token"].float()
+    elif change == "float64_embedding":
+        entry["llm_embedding"] = entry["llm_embedding"].double()
+    elif change == "two_speakers":
+        entry["flow_embedding"] = entry["flow_embedding"].repeat(2, 1)
+    elif change == "one_d_tokens":
+        entry["flow_prompt_speech_token"] = entry["flow_prompt_speech_token"].reshape(-1)
+    return entry
+
+
+@pytest.mark.parametrize("change", ["text_ids", "float_tokens", "float64_embedding", "two_speakers", "one_d_tokens"])
+def test_a_damaged_voice_file_is_refused_and_the_engine_stays_free(cv_settings, cv, male_prompt, change):
+    assert clone(cv, "v1", male_prompt, user_id="alice").status_code == 200
+    path = cv_settings.data_dir / "storage" / "alice" / "model" / "cosyvoice"
+    entry = torch.load(path / "v1.pt", weights_only=True)
+    torch.save(_tampered(entry, change), path / "bad.pt")
+    body = {"tts_text": TEXT, "spk_id": "bad", "user_id": "alice", "stream": True}
+    response = cv.post("/tts/zero_shot", json=body)
+    assert response.status_code == 422, response.text
+    assert error_of(response)["message"].startswith("spk_id:")
+    assert cv.get("/voices/bad", params={"user_id": "alice"}).status_code == 422
+    audio(cv.post("/tts/zero_shot", json=body | {"spk_id": "v1"}))  # the engine is not stuck

@@ -71,7 +71,7 @@ def test_generate_audio_storage_fields(settings, client, male_prompt, female_pro
     assert response.status_code == 404 and error_of(response)["message"].startswith("prompt_speech_16k:")
 
 
-HOSTILE_NAMES = ["../alice", "/etc/passwd", "a/../b", "a\\b", "x\x00y", "..", "n" * 65, "", "a b"]
+HOSTILE_NAMES = ["../alice", "/etc/passwd", "a/../b", "a\\b", "x\x00y", "..", "n" * 65, "", "a b", "\U00020000" * 40]
 
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
@@ -128,10 +128,11 @@ def hostile_files(tmp_path) -> dict[str, bytes]:
         "not_torch": b"this is not a voice file",
         "wrong_model": saved({"embedding": torch.zeros(1, 192)}),
         "bad_values": saved({"engine": "espeak", "variant": "robot", "pitch": 500, "range": 50, "rate": 175}),
+        "odd_types": saved({"engine": "espeak", "variant": ["male"], "pitch": True, "range": 50, "rate": 175}),
     }
 
 
-@pytest.mark.parametrize("kind", ["code", "truncated", "not_torch", "wrong_model", "bad_values"])
+@pytest.mark.parametrize("kind", ["code", "truncated", "not_torch", "wrong_model", "bad_values", "odd_types"])
 def test_hostile_voice_files_are_refused_and_nothing_runs(settings, client, tmp_path, kind):
     path = user_voice_path(settings, "mallory", "evil")
     path.parent.mkdir(parents=True)
@@ -158,3 +159,12 @@ def test_the_download_cache_is_bounded_and_keyed_by_etag(tmp_path):
     cache.put("huge", "etag1", b"h" * 151)  # larger than the whole cache: not kept
     assert cache.get("huge", "etag1") is None
     assert sum(p.stat().st_size for p in (tmp_path / "cache").iterdir()) <= 150
+
+
+def test_storage_keys_that_are_not_objects(settings, client, female_prompt):
+    clone(client, "v1", female_prompt, user_id="alice")
+    body = {"mode": "3s极速复刻", "tts_text": TEXT, "prompt_text": EN_PROMPT, "user_id": "alice"}
+    for key in ("model/cosyvoice/v1.pt/x", "model/cosyvoice", "/".join(["d"] * 9)):
+        response = client.post("/generate_audio", json=body | {"prompt_speech_16k": key})
+        assert response.status_code in (404, 422), (key, response.text)
+        assert error_of(response)["message"].startswith("prompt_speech_16k:")

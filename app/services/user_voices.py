@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from app.names import check_name
 from app.services.audio import PROMPT_RATE, wav_bytes
 from app.services.engines.base import SpeechEngine
@@ -29,6 +29,7 @@ from app.storage.local import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 VOICE_FOLDER = "model/cosyvoice"
+MAX_KEY_PARTS = 8
 
 
 def voice_key(user_id: str, name: str) -> str:
@@ -43,6 +44,8 @@ def user_key(user_id: str, key: str, field: str) -> str:
     parts = key.split("/")
     if parts[0] == user_id and len(parts) > 1:  # given with the user's prefix already
         parts = parts[1:]
+    if len(parts) > MAX_KEY_PARTS:
+        raise InvalidInput(f"{field}: more than {MAX_KEY_PARTS} levels of folders")
     for part in parts:
         check_name(field, part)
     return "/".join([user_id, *parts])
@@ -92,15 +95,19 @@ def _touch(path: Path) -> None:
 
 
 class UserVoices:
-    def __init__(self, storage: Storage, engine: SpeechEngine, cache: DownloadCache):
+    def __init__(self, storage: Storage, engine: SpeechEngine, cache: DownloadCache, max_bytes: int):
         self.storage = storage
         self._engine = engine
         self._cache = cache
+        self._max_bytes = max_bytes
 
     def fetch(self, key: str, missing: str) -> bytes:
         """An object's bytes, from the cache when its ETag is unchanged; ``missing`` is the 404 message."""
+        field = missing.split(":", 1)[0]
         try:
             info = self.storage.stat(key)
+            if info.size > self._max_bytes:
+                raise PayloadTooLarge(f"{field}: the stored object is {info.size} bytes, over the upload limit")
             data = self._cache.get(key, info.etag)
             if data is None:
                 data = self.storage.get(key)

@@ -1,6 +1,5 @@
 """Crash-safe local files, and the local-directory Storage (the default)."""
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -49,14 +48,14 @@ class LocalStorage:
     def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(key) from None
 
     def put(self, key: str, data: bytes) -> None:
         atomic_write_bytes(self._path(key), data)
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        return self._path(key).is_file()  # is_file is False (not an error) under a file used as a folder
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -70,9 +69,10 @@ class LocalStorage:
         )
 
     def stat(self, key: str) -> ObjectInfo:
-        path = self._path(key)
         try:
-            data = path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
+            st = os.stat(self._path(key))
+        except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFound(key) from None
-        return ObjectInfo(key, len(data), hashlib.md5(data).hexdigest())
+        if not os.path.isfile(self._path(key)):
+            raise ObjectNotFound(key)
+        return ObjectInfo(key, st.st_size, f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}")

@@ -38,6 +38,8 @@ class OssStorage:
         for attempt in range(self._retries + 1):
             try:
                 return operation(self._prefix + key)
+            except oss2.exceptions.NoSuchBucket:
+                raise StorageError(f"storage: {self._where} does not exist") from None
             except oss2.exceptions.NotFound:
                 raise ObjectNotFound(key) from None
             except oss2.exceptions.ServerError as exc:
@@ -48,6 +50,10 @@ class OssStorage:
                 problem = f"{exc.status} {exc.code}"
             except oss2.exceptions.RequestError as exc:
                 problem = f"no answer: {type(exc.exception).__name__ if hasattr(exc, 'exception') else exc}"
+            except oss2.exceptions.InconsistentError:  # CRC mismatch: the bytes were damaged on the way
+                problem = "CRC mismatch"
+            except oss2.exceptions.OssError as exc:
+                raise StorageError(f"storage: {self._where} could not {what} {key!r} ({type(exc).__name__})") from None
             log.warning(
                 "storage: %s %r failed (%s), attempt %d of %d", what, key, problem, attempt + 1, self._retries + 1
             )

@@ -77,8 +77,21 @@ class _StopOnAppend(list):
 
 
 def _quiet_stops(args) -> None:
-    if args.exc_type is not _StopSynthesis:
-        _default_excepthook(args)
+    """Silence our own stops; when upstream's LLM thread dies of anything else, mark its request ended,
+    or upstream's streaming loop would wait for more tokens forever."""
+    if args.exc_type is _StopSynthesis:
+        return
+    tb = args.exc_traceback
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name == "llm_job" and "uuid" in frame.f_locals:
+            model, session = frame.f_locals.get("self"), frame.f_locals["uuid"]
+            with model.lock:
+                if session in model.llm_end_dict:
+                    model.llm_end_dict[session] = True
+            break
+        tb = tb.tb_next
+    _default_excepthook(args)
 
 
 _default_excepthook = threading.excepthook
@@ -199,6 +212,8 @@ class CosyVoiceEngine:
         # a voice file made for another model has other sizes: check them before upstream trips on them
         self._embed_dim = flow.spk_embed_affine_layer.in_features
         self._mel_bins = flow.output_size
+        self._text_vocab = len(self._model.frontend.tokenizer.tokenizer)
+        self._speech_vocab = int(self._model.model.llm.speech_token_size)
         stored = self._model.frontend.spk2info
         self._builtins = [k for k, v in stored.items() if isinstance(v, dict) and "embedding" in v]
         log.info(
@@ -238,6 +253,14 @@ class CosyVoiceEngine:
             ("prompt_speech_feat", 3, self._mel_bins),
         ):
             problem = _tensor_problem(profile, key, dims, size)
+            if problem:
+                return problem
+        for key, vocab in (
+            ("prompt_text", self._text_vocab),
+            ("llm_prompt_speech_token", self._speech_vocab),
+            ("flow_prompt_speech_token", self._speech_vocab),
+        ):
+            problem = _token_problem(profile, key, vocab)
             if problem:
                 return problem
         return None
@@ -299,10 +322,12 @@ class CosyVoiceEngine:
                     before = set(model.model.tts_speech_token_dict)
                     if hop is not None:
                         model.model.token_hop_len = hop
-                    output = next(generator, None)
-                    if hop is not None:
-                        hop = model.model.token_hop_len
-                        model.model.token_hop_len = self._initial_hop
+                    try:
+                        output = next(generator, None)
+                    finally:
+                        if hop is not None:
+                            hop = model.model.token_hop_len
+                            model.model.token_hop_len = self._initial_hop
                     session = next(iter(set(model.model.tts_speech_token_dict) - before), session)
                 if output is None:
                     return
@@ -373,10 +398,24 @@ def _fresh(entry: dict) -> dict:
     return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in entry.items()}
 
 
+def _token_problem(profile: dict, key: str, vocab: int) -> str | None:
+    """Token ids: (1, N) integers within the vocabulary, with ``{key}_len`` equal to N."""
+    value, length = profile.get(key), profile.get(f"{key}_len")
+    if not isinstance(value, torch.Tensor) or value.dim() != 2 or value.shape[0] != 1 or value.is_floating_point():
+        return f"{key} must be a (1, N) integer tensor"
+    if value.numel() and (int(value.min()) < 0 or int(value.max()) >= vocab):
+        return f"{key} holds ids outside this model's vocabulary of {vocab} (made for another model?)"
+    if not isinstance(length, torch.Tensor) or length.numel() != 1 or int(length.reshape(-1)[0]) != value.shape[1]:
+        return f"{key}_len must be one number equal to the length of {key}"
+    return None
+
+
 def _tensor_problem(profile: dict, key: str, dims: int, last: int) -> str | None:
     value = profile.get(key)
-    if not isinstance(value, torch.Tensor) or value.dim() != dims or not value.is_floating_point():
-        return f"{key} must be a {dims}-D float tensor"
+    if not isinstance(value, torch.Tensor) or value.dim() != dims or value.dtype != torch.float32:
+        return f"{key} must be a {dims}-D float32 tensor"
+    if value.shape[0] != 1:
+        return f"{key} must hold one row (one speaker), not {value.shape[0]}"
     if value.shape[-1] != last:
         return f"{key} has {value.shape[-1]} values per row; this model expects {last} (made for another model?)"
     return None

@@ -279,14 +279,19 @@ class EspeakEngine:
             return "not a voice made by the espeak engine"
         for key, low, high in (("pitch", 0, 100), ("range", 0, 100), ("rate", _MIN_RATE, _MAX_RATE)):
             value = profile.get(key)
-            if not isinstance(value, int) or not low <= value <= high:
+            if type(value) is not int or not low <= value <= high:
                 return f"{key} must be an integer from {low} to {high}"
-        if profile.get("variant") not in _VARIANTS:
+        variant = profile.get("variant")
+        if not isinstance(variant, str) or variant not in _VARIANTS:
             return f"variant must be one of {', '.join(_VARIANTS)}"
         return None
 
     def describe_voice(self, profile: dict) -> dict:
-        return {key: profile[key] for key in ("variant", "pitch", "range", "rate", "measured") if key in profile}
+        described = {key: profile[key] for key in ("variant", "pitch", "range", "rate")}
+        measured = profile.get("measured")
+        if isinstance(measured, dict):  # informative only: plain numbers, nothing else from a stored file
+            described["measured"] = {k: v for k, v in measured.items() if type(v) in (int, float)}
+        return described
 
     def synthesize(self, request: SynthesisRequest) -> Iterator[np.ndarray]:
         language, settings = self._voice_settings(request)
@@ -305,8 +310,8 @@ class EspeakEngine:
             yield tail
 
     def _voice_settings(self, request: SynthesisRequest) -> tuple[str, dict]:
-        if request.voice is not None:
-            return language_of(request.text), dict(request.voice)
+        if request.voice is not None:  # only the checked settings, nothing else a stored file may carry
+            return language_of(request.text), {key: request.voice[key] for key in ("variant", "pitch", "range", "rate")}
         builtin = self._builtins[request.speaker]
         return builtin.language, {"variant": builtin.variant, "pitch": 50, "range": 50, "rate": _DEFAULT_RATE}
 
