@@ -54,7 +54,7 @@ async def upload_audio(speech: Speech, body: Body) -> dict:
 @router.get("/get_available_spks")
 async def get_available_spks(speech: Speech, user_id: str = "") -> dict:
     """Built-in voices plus the shared cloned ones, or, with ``user_id``, plus that user's own."""
-    builtin, cloned = await asyncio.to_thread(speech.list_voices, user_id.strip())
+    builtin, cloned = await speech.list_voices(user_id.strip())
     return {"speakers": builtin + cloned, "builtin": builtin, "cloned": cloned}
 
 

@@ -5,6 +5,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from app.config import Settings
@@ -81,6 +82,7 @@ class SpeechService:
         self.voices = voices
         self.user_voices = user_voices
         self.synthesizer = synthesizer
+        self._storage_threads = ThreadPoolExecutor(8, thread_name_prefix="storage")
 
     # -- voices ---------------------------------------------------------------------------
     async def prompt(self, upload: Upload) -> PromptAudio:
@@ -101,14 +103,14 @@ class SpeechService:
         """Make a voice and save it: in the user's storage namespace, or in the engine's spk2info.pt."""
         if user_id:
             check_name("user_id", user_id)
-            if not overwrite and await asyncio.to_thread(self.user_voices.exists, user_id, spk_id):
+            if not overwrite and await self.in_storage(self.user_voices.exists, user_id, spk_id):
                 raise Conflict(f"spk_id: user {user_id!r} already has a voice named {spk_id!r}; send overwrite=true")
         else:
             await asyncio.to_thread(self.voices.ensure_writable, spk_id, overwrite)  # fail fast: building costs
         profile, prompt = await self.make_voice(prompt_text, upload)
         if user_id:
             save = self.user_voices.save
-            await asyncio.to_thread(save, user_id, spk_id, profile, prompt_text, prompt.samples, overwrite)
+            await self.in_storage(save, user_id, spk_id, profile, prompt_text, prompt.samples, overwrite)
             voice = Voice(spk_id, False, profile)
         else:
             voice = await asyncio.to_thread(self.voices.add, spk_id, profile, prompt_text, prompt.samples, overwrite)
@@ -120,16 +122,23 @@ class SpeechService:
         if user_id:
             check_name("user_id", user_id)
             try:
-                profile = await asyncio.to_thread(self.user_voices.load, user_id, spk_id, field)
+                profile = await self.in_storage(self.user_voices.load, user_id, spk_id, field)
                 return Voice(spk_id, False, profile)
             except NotFound:
                 pass
         return await asyncio.to_thread(self.voices.get, spk_id, field)
 
-    def list_voices(self, user_id: str = "") -> tuple[list[str], list[str]]:
+    async def list_voices(self, user_id: str = "") -> tuple[list[str], list[str]]:
         """(built-in ids, cloned ids): with a user, that user's own voices instead of the shared ones."""
-        cloned = self.user_voices.names(user_id) if user_id else self.voices.cloned_ids()
+        if user_id:
+            cloned = await self.in_storage(self.user_voices.names, user_id)
+        else:
+            cloned = await asyncio.to_thread(self.voices.cloned_ids)
         return self.voices.builtin_ids(), cloned
+
+    async def in_storage(self, fn, *args):
+        """Storage calls get threads of their own: a slow bucket must not starve other work."""
+        return await asyncio.get_running_loop().run_in_executor(self._storage_threads, fn, *args)
 
     # -- synthesis ------------------------------------------------------------------------
     def check_text(self, text: str) -> str:
@@ -156,7 +165,7 @@ class SpeechService:
         if (spec.custom_voice or spec.prompt_key or spec.save_as) and not spec.user_id:
             raise MissingField("user_id: needed with spk_customize, prompt_speech_16k or exp_name")
         if spec.custom_voice:
-            profile = await asyncio.to_thread(self.user_voices.load, spec.user_id, spec.custom_voice, "spk_customize")
+            profile = await self.in_storage(self.user_voices.load, spec.user_id, spec.custom_voice, "spk_customize")
             return SynthesisRequest(speaker=spec.custom_voice, voice=profile, **common)
         if spec.mode in (Mode.SFT, Mode.INSTRUCT):
             if not spec.spk_id:
@@ -167,7 +176,7 @@ class SpeechService:
         if upload is None and spec.prompt_key:
             key = user_key(spec.user_id, spec.prompt_key, "prompt_speech_16k")
             missing = f"prompt_speech_16k: user {spec.user_id!r} has no object {spec.prompt_key!r}"
-            upload = Upload("prompt_speech_16k", await asyncio.to_thread(self.user_voices.fetch, key, missing))
+            upload = Upload("prompt_speech_16k", await self.in_storage(self.user_voices.fetch, key, missing))
         if upload is not None:
             if spec.mode is Mode.ZERO_SHOT and not spec.prompt_text.strip():
                 raise MissingField(f"prompt_text: {label} needs the transcript of the prompt audio")
@@ -176,7 +185,7 @@ class SpeechService:
                 check_name("exp_name", spec.save_as)
                 save = self.user_voices.save
                 args = (spec.user_id, spec.save_as, profile, spec.prompt_text.strip(), prompt.samples, True)
-                await asyncio.to_thread(save, *args)
+                await self.in_storage(save, *args)
             return SynthesisRequest(voice=profile, **common)
         if spec.spk_id:
             voice = await self.voice(spec.spk_id, spec.user_id)
