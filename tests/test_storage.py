@@ -168,3 +168,15 @@ def test_storage_keys_that_are_not_objects(settings, client, female_prompt):
         response = client.post("/generate_audio", json=body | {"prompt_speech_16k": key})
         assert response.status_code in (404, 422), (key, response.text)
         assert error_of(response)["message"].startswith("prompt_speech_16k:")
+
+
+def test_a_user_deletes_their_own_voice_only(settings, client, female_prompt):
+    clone(client, "gone", female_prompt, user_id="alice")
+    clone(client, "gone", female_prompt, user_id="bob")
+    assert client.delete("/voices/gone", params={"user_id": "alice"}).status_code == 200
+    assert not user_voice_path(settings, "alice", "gone").exists()
+    assert not list((settings.data_dir / "storage" / "alice").rglob("gone.*"))  # its source went too
+    assert user_voice_path(settings, "bob", "gone").exists()  # bob's voice of the same name stays
+    response = client.delete("/voices/gone", params={"user_id": "alice"})
+    assert response.status_code == 404 and error_of(response)["message"].startswith("spk_id:")
+    assert client.delete("/voices/gone", params={"user_id": "../bob"}).status_code == 422

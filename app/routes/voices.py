@@ -64,6 +64,10 @@ async def get_voice(speech: Speech, spk_id: str, user_id: str = "") -> dict:
 
 
 @router.delete("/voices/{spk_id}")
-async def delete_voice(speech: Speech, spk_id: str) -> dict:
-    await asyncio.to_thread(speech.voices.delete, spk_id)
+async def delete_voice(speech: Speech, spk_id: str, user_id: str = "") -> dict:
+    """Delete a cloned voice: the user's own with ``user_id``, else one of the shared library."""
+    if user_id.strip():
+        await speech.in_storage(speech.user_voices.delete, user_id.strip(), spk_id)
+    else:
+        await asyncio.to_thread(speech.voices.delete, spk_id)
     return {"status": "success", "message": f"voice {spk_id!r} deleted", "spk_id": spk_id}

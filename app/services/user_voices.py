@@ -136,6 +136,16 @@ class UserVoices:
         torch.save(profile, buffer)
         self.storage.put(key, buffer.getvalue())  # last: the voice appears only once its source is there
 
+    def delete(self, user_id: str, name: str) -> None:
+        check_name("spk_id", name)
+        key = voice_key(user_id, name)
+        if not self.storage.exists(key):
+            raise NotFound(f"spk_id: user {user_id!r} has no voice named {name!r}")
+        self.storage.delete(key)  # first: the voice disappears whole, its source after
+        sources = f"{user_id}/{VOICE_FOLDER}/sources/{name}"
+        for suffix in (".wav", ".txt"):
+            self.storage.delete(sources + suffix)
+
     def names(self, user_id: str) -> list[str]:
         folder = f"{check_name('user_id', user_id)}/{VOICE_FOLDER}/"
         keys = self.storage.list(folder)
