@@ -1,5 +1,6 @@
 """create_app(settings) -> FastAPI: builds the engine, voice library and synthesizer once."""
 
+import json
 import logging
 from contextlib import asynccontextmanager
 
@@ -44,8 +45,6 @@ class BodySizeLimit:
 
 
 async def _send_too_large(send, message: str) -> None:
-    import json
-
     body = json.dumps(error_body(PayloadTooLarge.code, message)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 413, "headers": headers})
@@ -74,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            synthesizer.shutdown()
+            app.state.speech.shutdown()
 
     app = FastAPI(title="CosyVoice voice service", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from app.config import Settings
-from app.errors import Conflict, InvalidInput, MissingField, NotFound, Unsupported
+from app.errors import InvalidInput, MissingField, NotFound, Unsupported
 from app.names import check_name
 from app.services.audio import PromptAudio, prepare_prompt
 from app.services.engines.base import Mode, SpeechEngine, SynthesisRequest, VoiceRejected
@@ -102,9 +102,7 @@ class SpeechService:
     async def clone(self, spk_id: str, prompt_text: str, upload: Upload, overwrite: bool, user_id: str = "") -> Voice:
         """Make a voice and save it: in the user's storage namespace, or in the engine's spk2info.pt."""
         if user_id:
-            check_name("user_id", user_id)
-            if not overwrite and await self.in_storage(self.user_voices.exists, user_id, spk_id):
-                raise Conflict(f"spk_id: user {user_id!r} already has a voice named {spk_id!r}; send overwrite=true")
+            await self.in_storage(self.user_voices.ensure_writable, user_id, spk_id, overwrite)  # fail fast
         else:
             await asyncio.to_thread(self.voices.ensure_writable, spk_id, overwrite)  # fail fast: building costs
         profile, prompt = await self.make_voice(prompt_text, upload)
@@ -135,6 +133,10 @@ class SpeechService:
         else:
             cloned = await asyncio.to_thread(self.voices.cloned_ids)
         return self.voices.builtin_ids(), cloned
+
+    def shutdown(self) -> None:
+        self.synthesizer.shutdown()
+        self._storage_threads.shutdown(wait=False, cancel_futures=True)
 
     async def in_storage(self, fn, *args):
         """Storage calls get threads of their own: a slow bucket must not starve other work."""
@@ -176,7 +178,8 @@ class SpeechService:
         if upload is None and spec.prompt_key:
             key = user_key(spec.user_id, spec.prompt_key, "prompt_speech_16k")
             missing = f"prompt_speech_16k: user {spec.user_id!r} has no object {spec.prompt_key!r}"
-            upload = Upload("prompt_speech_16k", await self.in_storage(self.user_voices.fetch, key, missing))
+            data = await self.in_storage(self.user_voices.fetch, key, "prompt_speech_16k", missing)
+            upload = Upload("prompt_speech_16k", data)
         if upload is not None:
             if spec.mode is Mode.ZERO_SHOT and not spec.prompt_text.strip():
                 raise MissingField(f"prompt_text: {label} needs the transcript of the prompt audio")

@@ -101,9 +101,8 @@ class UserVoices:
         self._cache = cache
         self._max_bytes = max_bytes
 
-    def fetch(self, key: str, missing: str) -> bytes:
+    def fetch(self, key: str, field: str, missing: str) -> bytes:
         """An object's bytes, from the cache when its ETag is unchanged; ``missing`` is the 404 message."""
-        field = missing.split(":", 1)[0]
         try:
             info = self.storage.stat(key)
             if info.size > self._max_bytes:
@@ -118,17 +117,17 @@ class UserVoices:
 
     def load(self, user_id: str, name: str, field: str) -> dict:
         check_name(field, name)
-        data = self.fetch(voice_key(user_id, name), f"{field}: user {user_id!r} has no voice named {name!r}")
+        data = self.fetch(voice_key(user_id, name), field, f"{field}: user {user_id!r} has no voice named {name!r}")
         return read_voice_file(data, self._engine, field)
 
-    def exists(self, user_id: str, name: str) -> bool:
-        return self.storage.exists(voice_key(user_id, name))
+    def ensure_writable(self, user_id: str, name: str, overwrite: bool) -> None:
+        if not overwrite and self.storage.exists(voice_key(user_id, name)):
+            raise Conflict(f"spk_id: user {user_id!r} already has a voice named {name!r}; send overwrite=true")
 
     def save(self, user_id: str, name: str, profile: dict, prompt_text: str, prompt_16k: np.ndarray, overwrite: bool):
         check_name("spk_id", name)
         key = voice_key(user_id, name)
-        if not overwrite and self.storage.exists(key):
-            raise Conflict(f"spk_id: user {user_id!r} already has a voice named {name!r}; send overwrite=true")
+        self.ensure_writable(user_id, name, overwrite)
         sources = f"{user_id}/{VOICE_FOLDER}/sources/{name}"
         self.storage.put(f"{sources}.wav", wav_bytes(prompt_16k, PROMPT_RATE))
         self.storage.put(f"{sources}.txt", prompt_text.encode("utf-8"))

@@ -1,6 +1,7 @@
 """Crash-safe local files, and the local-directory Storage (the default)."""
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -73,6 +74,6 @@ class LocalStorage:
             st = os.stat(self._path(key))
         except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFound(key) from None
-        if not os.path.isfile(self._path(key)):
+        if not stat.S_ISREG(st.st_mode):
             raise ObjectNotFound(key)
         return ObjectInfo(key, st.st_size, f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}")

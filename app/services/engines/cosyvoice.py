@@ -14,6 +14,7 @@ pitfalls are worked around here, not by patching site-packages:
 - a missing model dir is a startup error (upstream would try to download it).
 """
 
+import contextlib
 import inspect
 import logging
 import os
@@ -21,7 +22,6 @@ import sys
 import tempfile
 import threading
 import types
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from app.errors import InvalidInput
+from app.services.audio import PROMPT_RATE, wav_bytes
 from app.services.engines.base import Mode, SynthesisRequest, VoiceRejected
 from app.services.text import split_sentences
 
@@ -362,36 +363,21 @@ class CosyVoiceEngine:
 
     def _prompt(self, prompt_16k: np.ndarray):
         """The prompt as this upstream wants it: a (1, N) tensor, or a temp WAV path (removed after)."""
-        return _PromptFile(prompt_16k) if self._takes_paths else _Tensor(prompt_16k)
+        if self._takes_paths:
+            return _prompt_file(prompt_16k)
+        return contextlib.nullcontext(torch.from_numpy(np.ascontiguousarray(prompt_16k, dtype=np.float32))[None])
 
 
-class _Tensor:
-    def __init__(self, samples: np.ndarray):
-        self._tensor = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).unsqueeze(0)
-
-    def __enter__(self):
-        return self._tensor
-
-    def __exit__(self, *_):
-        return False
-
-
-class _PromptFile:
-    def __init__(self, samples: np.ndarray):
-        self._samples = samples
-
-    def __enter__(self) -> str:
-        fd, self._path = tempfile.mkstemp(suffix=".wav", prefix="cosyvoice-prompt-")
-        with os.fdopen(fd, "wb") as handle, wave.open(handle, "wb") as out:
-            out.setnchannels(1)
-            out.setsampwidth(2)
-            out.setframerate(16000)
-            out.writeframes((np.clip(self._samples, -1, 1) * 32767).astype("<i2").tobytes())
-        return self._path
-
-    def __exit__(self, *_):
-        Path(self._path).unlink(missing_ok=True)
-        return False
+@contextlib.contextmanager
+def _prompt_file(samples: np.ndarray):
+    """The prompt as a temporary 16 kHz WAV file, removed on every path."""
+    fd, path = tempfile.mkstemp(suffix=".wav", prefix="cosyvoice-prompt-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(wav_bytes(samples, PROMPT_RATE))
+        yield path
+    finally:
+        Path(path).unlink(missing_ok=True)
 
 
 def _fresh(entry: dict) -> dict:
