@@ -8,8 +8,15 @@ ENGINE ?= auto
 # Optional: a PyTorch index for CPU-only wheels, e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 TORCH_INDEX_ARG := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
+# The upstream CosyVoice code the engine runs: FunAudioLLM/CosyVoice at this commit (2026-03-16). Set
+# COSYVOICE_SRC to a checkout of it to use that instead of fetching it.
+COSYVOICE_COMMIT := ace7c47f41bbd303aa6bf1ea80e6f9fbd595cd40
+export COSYVOICE_COMMIT
+# The checkout `make install-cosyvoice` chose (COSYVOICE_SRC, the fetched commit, or none), for the recipes.
+WITH_UPSTREAM = src=$${COSYVOICE_SRC:-$$(cat $(VENV)/cosyvoice-src 2>/dev/null)}; env $${src:+COSYVOICE_SRC=$$src}
+LANES := fr-infer-cv2 upstream-cv2 upstream-cv3
 
-.PHONY: install install-cosyvoice run test lint bench clean
+.PHONY: install install-cosyvoice run test lint bench bench-model clean FORCE $(LANES:%=test-lane-%)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,25 +28,40 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-# The real CosyVoice engine: upstream code from PyPI (cosyvoice2-fr-infer) and its curated dependencies.
-$(VENV)/.cosyvoice-installed: $(VENV)/.installed requirements-cosyvoice.txt scripts/install_cosyvoice.sh
+# Which upstream code was asked for; when that changes, the engine install runs again.
+$(VENV)/.cosyvoice-wanted: FORCE | $(BIN)/python
+	@echo '$(COSYVOICE_SRC) $(COSYVOICE_COMMIT)' | cmp -s - $@ || echo '$(COSYVOICE_SRC) $(COSYVOICE_COMMIT)' > $@
+
+# The real CosyVoice engine: its dependencies from PyPI, upstream's code (see scripts/install_cosyvoice.sh).
+$(VENV)/.cosyvoice-installed: $(VENV)/.installed $(VENV)/.cosyvoice-wanted requirements-cosyvoice.txt \
+		scripts/install_cosyvoice.sh
 	bash scripts/install_cosyvoice.sh $(VENV)
 	touch $@
 
 install-cosyvoice: $(VENV)/.cosyvoice-installed
 
 run: install $(if $(filter cosyvoice,$(ENGINE)),install-cosyvoice,)
-	COSYVOICE_ENGINE=$(ENGINE) $(BIN)/uvicorn --factory app.main:create_app --host $(HOST) --port $(PORT) --timeout-graceful-shutdown 10
+	$(WITH_UPSTREAM) COSYVOICE_ENGINE=$(ENGINE) $(BIN)/uvicorn --factory app.main:create_app \
+		--host $(HOST) --port $(PORT) --timeout-graceful-shutdown 10
 
 lint: install
 	$(BIN)/ruff check app tests scripts
 	$(BIN)/ruff format --check app tests scripts
 
+# Three engine lanes in parallel, each in a process of its own (one `cosyvoice` package per process):
+# the whole suite with the CosyVoice contract on cosyvoice2-fr-infer, and the contract on upstream's code
+# with a tiny CosyVoice2 and a tiny CosyVoice3.
 test: install-cosyvoice lint
-	$(BIN)/pytest -q
+	@$(MAKE) --no-print-directory -j3 --output-sync=target $(LANES:%=test-lane-%)
+
+test-lane-fr-infer-cv2: install-cosyvoice
+	env -u COSYVOICE_SRC $(BIN)/pytest -q --lane fr-infer-cv2
+
+test-lane-upstream-%: install-cosyvoice
+	$(WITH_UPSTREAM) $(BIN)/pytest -q --lane upstream-$* tests/test_cosyvoice.py
 
 bench: install $(if $(filter cosyvoice,$(ENGINE)),install-cosyvoice,)
-	COSYVOICE_ENGINE=$(ENGINE) $(BIN)/python scripts/bench.py
+	$(WITH_UPSTREAM) COSYVOICE_ENGINE=$(ENGINE) $(BIN)/python scripts/bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache data

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     voice_cache_mb: float = Field(200.0, gt=0)
 
     log_level: str = "INFO"
+
+    @field_validator("src", "storage_dir", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def max_upload_bytes(self) -> int:

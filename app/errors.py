@@ -61,6 +61,13 @@ class Unsupported(ServiceError):
     code = "unsupported"
 
 
+class EngineFailure(ServiceError):
+    """The speech engine failed on the server's side (the log has the cause's traceback)."""
+
+    status = 500
+    code = "engine_error"
+
+
 def error_body(code: str, message: str) -> dict:
     return {"error": {"code": code, "message": message}}
 

@@ -25,7 +25,9 @@ class SynthesisBody(Body):
     user_id: str = ""  # the user whose voices spk_id may name (storage namespace)
     speed: float = Field(1.0, ge=0.5, le=2.0)
     seed: int = Field(0, ge=0, le=2**32 - 1)
-    stream: bool = False  # the engine's own streaming (CosyVoice); the response streams either way
+    # the engine's own streaming (CosyVoice): on by default, as the seed asks, so the first audio leaves
+    # after the first few tokens instead of after the whole sentence; the response streams either way
+    stream: bool = True
 
 
 class TtsBody(SynthesisBody):
@@ -39,8 +41,9 @@ class PromptBody(SynthesisBody):
 
 
 class InstructBody(SynthesisBody):
-    spk_id: str
     instruct_text: str
+    spk_id: str = ""  # a speaker, or prompt audio (file `prompt_audio` or base64) to steer
+    prompt_audio_base64: str | None = None
 
 
 class GenerateBody(SynthesisBody):
@@ -51,7 +54,6 @@ class GenerateBody(SynthesisBody):
     prompt_text: str = ""
     instruct_text: str = ""
     prompt_audio_base64: str | None = None
-    stream: bool = True
     # The seed's storage fields (see SpeechSpec); their defaults mean "not used".
     spk_customize: str = "无"
     prompt_speech_16k: str = ""

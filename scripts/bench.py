@@ -37,11 +37,11 @@ def tiny_model_if_needed(settings: Settings) -> Settings:
     has_model = any((settings.model_dir / name).is_file() for name in ("cosyvoice2.yaml", "cosyvoice3.yaml"))
     if settings.engine != "cosyvoice" or has_model:
         return settings
-    from tests.tiny_cosyvoice import build_tiny_cosyvoice2
+    from app.services.engines.cosyvoice import import_upstream
+    from tests.models import cached_model
 
-    model_dir = settings.data_dir / "tiny-cosyvoice2"
-    if not (model_dir / "cosyvoice2.yaml").is_file():
-        build_tiny_cosyvoice2(model_dir)
+    import_upstream(settings.src)
+    model_dir = cached_model(2, "tiny")
     print(f"no model in {settings.model_dir}: measuring the tiny random CosyVoice2 in {model_dir}")
     return settings.model_copy(update={"model_dir": model_dir})
 
@@ -60,11 +60,10 @@ def engine_run(engine, voice, text: str) -> tuple[float, float, float]:
 CLIENT = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=32))  # reused: no per-request setup
 
 
-def http_run(url: str, text: str, speaker: str, path: str = "/tts") -> tuple[float, float, int]:
+def http_run(url: str, body: dict, path: str = "/tts") -> tuple[float, float, int]:
     """(first byte s, total s, bytes) of one streamed response."""
     started = time.perf_counter()
     first, size = None, 0
-    body = {"tts_text": text, "spk_id": speaker, "stream": True}
     with CLIENT.stream("POST", url + path, json=body) as response:
         response.raise_for_status()
         for chunk in response.iter_raw():
@@ -98,10 +97,10 @@ def report(app, url: str, settings: Settings, args) -> None:
     print(f"engine: {engine.name} ({app.state.engine_reason}); sample rate {engine.sample_rate} Hz; speaker {speaker}")
     print(f"runs: {args.runs}; max_concurrency: {settings.max_concurrency}\n")
 
-    http_run(url, texts["short"], speaker)  # warm up
+    http_run(url, {"tts_text": texts["short"], "spk_id": speaker})  # warm up
     for label, text in texts.items():
         engine_runs = [engine_run(engine, voice, text) for _ in range(args.runs)]
-        http_runs = [http_run(url, text, speaker) for _ in range(args.runs)]
+        http_runs = [http_run(url, {"tts_text": text, "spk_id": speaker}) for _ in range(args.runs)]
         audio = engine_runs[0][2]
         engine_first = [r[0] for r in engine_runs]
         http_first = [r[0] for r in http_runs]
@@ -116,7 +115,7 @@ def report(app, url: str, settings: Settings, args) -> None:
     n = args.concurrency
     with concurrent.futures.ThreadPoolExecutor(n) as pool:
         started = time.perf_counter()
-        results = list(pool.map(lambda _: http_run(url, texts["long"], speaker), range(n)))
+        results = list(pool.map(lambda _: http_run(url, {"tts_text": texts["long"], "spk_id": speaker}), range(n)))
         wall = time.perf_counter() - started
     records = list(speech.synthesizer.recent)[-n:]
     audio = sum(r.samples for r in records) / n / engine.sample_rate

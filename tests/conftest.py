@@ -1,4 +1,8 @@
+import os
+import shutil
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,3 +72,77 @@ def error_of(response) -> dict:
     body = response.json()
     assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
     return body["error"]
+
+
+# -- CosyVoice engine lanes ------------------------------------------------------------------------
+# One process runs one lane (one `cosyvoice` package can be imported per process); `make test` runs
+# the three in parallel. The CosyVoice contract (tests/test_cosyvoice*.py) runs on the lane given.
+
+
+@dataclass(frozen=True)
+class Lane:
+    name: str
+    generation: int  # 2: CosyVoice2, 3: CosyVoice3
+    upstream: bool  # upstream's code from COSYVOICE_SRC; else the installed cosyvoice2-fr-infer wheel
+
+
+LANES = {
+    lane.name: lane
+    for lane in (Lane("fr-infer-cv2", 2, False), Lane("upstream-cv2", 2, True), Lane("upstream-cv3", 3, True))
+}
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--lane",
+        choices=sorted(LANES),
+        default=os.environ.get("COSYVOICE_TEST_LANE", "fr-infer-cv2"),
+        help="the engine lane the CosyVoice contract runs on (default fr-infer-cv2)",
+    )
+
+
+@pytest.fixture(scope="session")
+def lane(request) -> Lane:
+    return LANES[request.config.getoption("--lane")]
+
+
+@pytest.fixture(scope="session")
+def lane_source(lane) -> Path | None:
+    """The upstream checkout this lane imports (None: the installed wheel)."""
+    if not lane.upstream:
+        return None
+    source = os.environ.get("COSYVOICE_SRC", "").strip()
+    if not source:
+        pytest.skip(
+            f"lane {lane.name} needs upstream CosyVoice's code: set COSYVOICE_SRC to a checkout of the pinned "
+            "commit, or run `make install-cosyvoice` on a machine that can reach github.com"
+        )
+    return Path(source)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(lane, lane_source) -> Path:
+    """This lane's tiny random model, built once by the lane's own upstream code and cached."""
+    from app.services.engines.cosyvoice import import_upstream
+    from tests.models import cached_model
+
+    import_upstream(lane_source)
+    return cached_model(lane.generation, "tiny")
+
+
+@pytest.fixture
+def cv_settings(tiny_model, lane_source, tmp_path) -> Settings:
+    """A model dir of its own per test: the weights are links, spk2info.pt is a copy that tests change."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    for item in tiny_model.iterdir():
+        if item.name != "spk2info.pt":
+            (model_dir / item.name).symlink_to(item)
+    shutil.copy(tiny_model / "spk2info.pt", model_dir / "spk2info.pt")
+    return Settings(engine="auto", model_dir=model_dir, data_dir=tmp_path / "data", src=lane_source, max_concurrency=3)
+
+
+@pytest.fixture
+def cv(cv_settings):
+    with running(cv_settings) as client:
+        yield client

@@ -18,6 +18,7 @@ async def health(speech: Speech, request: Request) -> dict:
         "status": "degraded" if problem else "ok",
         "problem": problem,
         "engine": speech.engine.name,
+        "engine_model": speech.engine.description,
         "engine_reason": request.app.state.engine_reason,
         "sample_rate": speech.engine.sample_rate,
         "storage": speech.user_voices.storage.name,

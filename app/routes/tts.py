@@ -74,7 +74,13 @@ async def tts_cross_lingual(speech: Speech, body: Body, request: Request) -> Aud
 
 @router.post("/tts/instruct")
 async def tts_instruct(speech: Speech, body: Body, request: Request) -> AudioResponse:
-    """自然语言控制: a speaker steered by `instruct_text`."""
+    """自然语言控制: a speaker (`spk_id`) or prompt audio steered by `instruct_text`."""
     fields = body.parse(InstructBody)
-    spec = SpeechSpec(Mode.INSTRUCT, spk_id=fields.spk_id, instruct_text=fields.instruct_text, **_common(fields))
+    spec = SpeechSpec(
+        Mode.INSTRUCT,
+        spk_id=fields.spk_id,
+        instruct_text=fields.instruct_text,
+        prompt_audio=await body.audio("prompt_audio"),
+        **_common(fields),
+    )
     return await _mp3(speech, spec, request)

@@ -169,9 +169,10 @@ class SpeechService:
         if spec.custom_voice:
             profile = await self.in_storage(self.user_voices.load, spec.user_id, spec.custom_voice, "spk_customize")
             return SynthesisRequest(speaker=spec.custom_voice, voice=profile, **common)
-        if spec.mode in (Mode.SFT, Mode.INSTRUCT):
+        if spec.mode is Mode.SFT or (spec.mode is Mode.INSTRUCT and spec.prompt_audio is None and not spec.prompt_key):
             if not spec.spk_id:
-                raise MissingField(f"spk_id: {label} needs a speaker; GET /get_available_spks lists them")
+                needs = "a speaker or prompt audio" if spec.mode is Mode.INSTRUCT else "a speaker"
+                raise MissingField(f"spk_id: {label} needs {needs}; GET /get_available_spks lists the speakers")
             voice = await self.voice(spec.spk_id, spec.user_id)
             return SynthesisRequest(speaker=voice.spk_id, voice=voice.profile, **common)
         upload = spec.prompt_audio
@@ -183,7 +184,9 @@ class SpeechService:
         if upload is not None:
             if spec.mode is Mode.ZERO_SHOT and not spec.prompt_text.strip():
                 raise MissingField(f"prompt_text: {label} needs the transcript of the prompt audio")
-            profile, prompt = await self.make_voice(spec.prompt_text.strip(), upload)
+            # in 自然语言控制 the seed's prompt_text is the instruction, not a transcript
+            transcript = "" if spec.mode is Mode.INSTRUCT else spec.prompt_text.strip()
+            profile, prompt = await self.make_voice(transcript, upload)
             if spec.save_as and spec.mode is Mode.ZERO_SHOT:
                 check_name("exp_name", spec.save_as)
                 save = self.user_voices.save

@@ -33,6 +33,7 @@ class VoiceRejected(ValueError):
 
 class SpeechEngine(Protocol):
     name: str
+    description: str  # which model and code, for /health and the log
     sample_rate: int
     capabilities: frozenset[Mode]
 

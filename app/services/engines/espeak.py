@@ -238,6 +238,7 @@ def _calibrate(lib: _Library) -> _Calibration:
 
 class EspeakEngine:
     name = "espeak"
+    description = "espeak-ng 1.52 (embedded)"
     sample_rate = 24000  # CosyVoice2/3's rate, so clients see one rate whichever engine runs
     capabilities = frozenset(Mode)
 

@@ -1,0 +1,213 @@
+"""CosyVoice engine: upstream's CosyVoice2 / CosyVoice3 classes behind the service's engine protocol.
+
+One adapter for both model generations (told apart by ``cosyvoice2.yaml`` / ``cosyvoice3.yaml``) and
+both API generations (``prompt_speech_16k`` tensors before Dec 2025, ``prompt_wav`` after; told apart by
+inspecting the installed code). What it takes care of:
+
+- text: upstream's normalisation and sentence splitting run here, before upstream sees the text, so
+  that CosyVoice3's ``<|endofprompt|>`` (which switches them off inside upstream) can be added to every
+  sentence that needs it, and long text streams sentence by sentence on both generations;
+- voices: each request passes a fresh copy of its voice under a key of its own (upstream's frontend
+  mutates cached entries and reads instruct2's instruction from the cached prompt);
+- requests run concurrently without a lock, each through its own view of the model (``session.py``);
+- prompt audio reaches upstream already decoded by the service (``upstream.py``).
+"""
+
+import inspect
+import logging
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from app.errors import EngineFailure, InvalidInput
+from app.services.engines.base import Mode, SynthesisRequest, VoiceRejected
+from app.services.engines.cosyvoice.session import Overlay, RequestModel
+from app.services.engines.cosyvoice.upstream import (
+    GET_UPSTREAM,
+    GET_WEIGHTS,
+    EngineStartError,
+    PromptWav,
+    import_upstream,
+    model_generation,
+)
+from app.services.engines.cosyvoice.voices import PROMPT_MARK, ModelSizes, fresh, voice_problem
+from app.services.text import split_sentences
+
+log = logging.getLogger(__name__)
+
+# CosyVoice3's documented prompt convention: a system prompt (or an instruction) ends with the marker
+V3_SYSTEM = "You are a helpful assistant."
+
+
+class CosyVoiceEngine:
+    name = "cosyvoice"
+    capabilities = frozenset(Mode)
+
+    def __init__(
+        self,
+        model_dir: Path,
+        source: Path | None = None,
+        fp16: bool = False,
+        load_jit: bool = False,
+        load_trt: bool = False,
+        load_vllm: bool = False,
+        text_frontend: bool = True,
+    ):
+        if not model_dir.is_dir():
+            raise EngineStartError(f"the model dir {model_dir} does not exist; {GET_WEIGHTS}")
+        self.generation = model_generation(model_dir)
+        upstream, self._seed_all = import_upstream(source)
+        cls = getattr(upstream, f"CosyVoice{self.generation}", None)
+        if cls is None:
+            raise EngineStartError(
+                f"{model_dir} is a CosyVoice{self.generation} model and the upstream code in use "
+                f"({Path(upstream.__file__).parent.parent}) has no CosyVoice{self.generation} class; {GET_UPSTREAM}"
+            )
+        wanted = {"load_jit": load_jit, "load_trt": load_trt, "load_vllm": load_vllm, "fp16": fp16, "final": True}
+        accepted = inspect.signature(cls.__init__).parameters
+        self._model = cls(str(model_dir), **{k: v for k, v in wanted.items() if k in accepted})
+        self.sample_rate = int(self._model.sample_rate)
+        self._takes_paths = "prompt_wav" in inspect.signature(cls.inference_zero_shot).parameters
+        self._text_frontend = text_frontend
+        self._initial_hop = getattr(self._model.model, "token_hop_len", None)
+        frontend, flow = self._model.frontend, self._model.model.flow
+        self.sizes = ModelSizes(
+            generation=self.generation,
+            embed_dim=flow.spk_embed_affine_layer.in_features,
+            mel_bins=flow.output_size,
+            text_vocab=len(frontend.tokenizer.tokenizer),
+            speech_vocab=int(self._model.model.llm.speech_token_size),
+            mark_id=frontend.tokenizer.tokenizer.convert_tokens_to_ids(PROMPT_MARK),
+        )
+        self._builtins = [k for k, v in frontend.spk2info.items() if isinstance(v, dict) and "embedding" in v]
+        code = Path(upstream.__file__).parents[2]
+        api = "prompt_wav" if self._takes_paths else "prompt_speech_16k"
+        self.description = f"CosyVoice{self.generation} from {model_dir}, upstream code from {code} ({api} API)"
+        log.info("%s; %d Hz; built-in speakers: %s", self.description, self.sample_rate, ", ".join(self._builtins))
+
+    # -- voices ---------------------------------------------------------------------------
+    def builtin_speakers(self) -> list[str]:
+        return list(self._builtins)
+
+    def make_voice(self, prompt_text: str, prompt_16k: np.ndarray) -> dict:
+        """A zero-shot voice in upstream's exact spk2info format, made by upstream's add_zero_shot_spk."""
+        key = f"__new_{uuid.uuid4().hex}"
+        if self._takes_paths:
+            prompt = PromptWav(prompt_16k)
+        else:
+            prompt = torch.from_numpy(np.ascontiguousarray(prompt_16k, dtype=np.float32))[None]
+        text = self._normalize(prompt_text)
+        if self.generation == 3 and PROMPT_MARK not in text:
+            text = f"{V3_SYSTEM}{PROMPT_MARK}{text}"
+        try:
+            self._model.add_zero_shot_spk(text, prompt, key)
+        except AssertionError as exc:  # upstream asserts on prompts it cannot use
+            raise VoiceRejected(str(exc) or "the model cannot use this prompt") from exc
+        finally:
+            entry = self._model.frontend.spk2info.pop(key, None)
+        return entry
+
+    def voice_problem(self, profile: object) -> str | None:
+        return voice_problem(profile, self.sizes)
+
+    def describe_voice(self, profile: dict) -> dict:
+        if "embedding" in profile:
+            return {"kind": "sft"}
+        tokens = int(profile["flow_prompt_speech_token"].shape[1])
+        return {
+            "kind": "zero_shot",
+            "generation": self.generation,
+            "prompt_tokens": tokens,
+            "prompt_seconds": round(tokens / 25, 2),
+        }
+
+    # -- synthesis ------------------------------------------------------------------------
+    def synthesize(self, request: SynthesisRequest) -> Iterator[np.ndarray]:
+        voice = self._request_voice(request)
+        sft = "embedding" in voice
+        # upstream's LLM reads the marker from the text itself for built-in speakers and in cross-lingual
+        # mode (whose frontend drops the prompt text); elsewhere the voice's prompt carries it
+        needs_mark = self.generation == 3 and (request.mode is Mode.CROSS_LINGUAL or (sft and request.mode is Mode.SFT))
+        texts = self._texts(request.text, needs_mark)
+        self._seed_all(request.seed)
+        for text in texts:
+            yield from self._run(request, voice, sft, text)
+
+    def _request_voice(self, request: SynthesisRequest) -> dict:
+        if request.voice is None:
+            raise InvalidInput(f"spk_id: {request.speaker!r} has no speaker entry in this model's spk2info.pt")
+        voice = dict(request.voice)
+        if request.mode is not Mode.INSTRUCT:
+            return voice
+        if "embedding" in voice:
+            raise InvalidInput(
+                f"spk_id: {request.speaker!r} is a built-in SFT speaker; 自然语言控制 on "
+                f"CosyVoice{self.generation} needs a voice with a prompt (a cloned voice or prompt audio)"
+            )
+        instruction = request.instruct_text
+        if PROMPT_MARK not in instruction:  # upstream's documented forms of an instruction
+            instruction = f"{V3_SYSTEM} {instruction}" if self.generation == 3 else instruction
+            instruction += PROMPT_MARK
+        # upstream's instruct2 takes the instruction from the cached voice's prompt text: put it there
+        voice["prompt_text"], voice["prompt_text_len"] = self._model.frontend._extract_text_token(instruction)
+        return voice
+
+    def _texts(self, text: str, needs_mark: bool) -> list[str]:
+        """The text as upstream will read it: normalised, one sentence (or a few) per piece."""
+        head = ""
+        if PROMPT_MARK in text:  # the caller wrote CosyVoice3's convention: keep their system prompt
+            head, text = text.split(PROMPT_MARK, 1)
+            head += PROMPT_MARK
+        elif needs_mark:
+            head = V3_SYSTEM + PROMPT_MARK
+        if self._text_frontend:
+            pieces = self._model.frontend.text_normalize(text, split=True, text_frontend=True)
+        else:
+            pieces = split_sentences(text) or [text]
+        return [head + piece for piece in pieces]
+
+    def _normalize(self, text: str) -> str:
+        return self._model.frontend.text_normalize(text, split=False, text_frontend=self._text_frontend)
+
+    def _run(self, request: SynthesisRequest, voice: dict, sft: bool, text: str) -> Iterator[np.ndarray]:
+        key = f"__req_{uuid.uuid4().hex}"
+        spk2info = self._model.frontend.spk2info
+        spk2info[key] = fresh(voice)  # upstream may change what it reads
+        model = RequestModel(self._model.model, self._initial_hop)
+        cosyvoice = Overlay(self._model, model=model)
+        stream = request.stream and request.speed == 1.0  # upstream applies speed only when not streaming
+        options = {"stream": stream, "speed": request.speed, "text_frontend": False}
+        unused_prompt = "" if self._takes_paths else torch.zeros(1, 0)
+        if request.mode is Mode.SFT and sft:
+            generator = cosyvoice.inference_sft(text, key, **options)
+        elif request.mode is Mode.CROSS_LINGUAL:
+            generator = cosyvoice.inference_cross_lingual(text, unused_prompt, zero_shot_spk_id=key, **options)
+        elif request.mode is Mode.INSTRUCT:
+            generator = cosyvoice.inference_instruct2(text, "", unused_prompt, zero_shot_spk_id=key, **options)
+        else:  # zero-shot, and a cloned voice asked for as a "pretrained" speaker
+            generator = cosyvoice.inference_zero_shot(text, "", unused_prompt, zero_shot_spk_id=key, **options)
+        try:
+            for output in generator:
+                _raise_failure(model)
+                yield output["tts_speech"].reshape(-1).numpy().astype(np.float32, copy=False)
+            _raise_failure(model)
+        except EngineFailure:
+            raise
+        except Exception:
+            _raise_failure(model)  # the LLM's failure, not what upstream tripped on after it
+            raise
+        finally:
+            generator.close()
+            spk2info.pop(key, None)
+            model.stop()
+
+
+def _raise_failure(model: RequestModel) -> None:
+    if model.failure is not None:
+        cause = model.failure
+        raise EngineFailure(
+            f"the CosyVoice model failed while generating speech tokens ({type(cause).__name__}: {cause})"
+        ) from cause

@@ -1,0 +1,129 @@
+"""The CosyVoice contract, part 2: how requests run on the real engine (same lanes as part 1).
+
+Seeds, speed, sentence-by-sentence streaming, concurrent requests, a client leaving mid-stream and a
+dying upstream LLM thread, each through HTTP.
+"""
+
+import concurrent.futures
+import logging
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.audio_utils import decode
+from tests.conftest import EN_PROMPT, clone, error_of, live_server
+from tests.test_cosyvoice import RATE, TEXT, audio
+
+# upstream's splitter merges sentences up to 80 units (Chinese characters, or tokens: here UTF-8 bytes)
+TWO_SENTENCES = (
+    "The weather is lovely today, so we will walk to the park after lunch. "
+    "Tomorrow we must get up early for work, so we will go to bed early tonight."
+)
+
+
+def _generate(client, spk_id: str, **extra):
+    body = {"mode": "3s极速复刻", "tts_text": TEXT, "spk_id": spk_id, "stream": "False", **extra}
+    return client.post("/generate_audio", json=body)
+
+
+def test_same_seed_same_audio(cv, male_prompt):
+    clone(cv, "seeded", male_prompt)
+    first, second, other = (_generate(cv, "seeded", seed=seed).content for seed in (11, 11, 12))
+    assert first == second
+    assert first != other
+    assert decode(first).seconds > 0.2
+
+
+def test_speed_shortens_the_same_utterance(cv, male_prompt):
+    clone(cv, "paced", male_prompt)
+    normal = audio(_generate(cv, "paced", seed=5))
+    fast = audio(_generate(cv, "paced", seed=5, speed=1.5))
+    assert fast.seconds == pytest.approx(normal.seconds / 1.5, rel=0.05)
+    streamed = audio(_generate(cv, "paced", seed=5, speed=1.5, stream="True"))  # speed unstreams the engine
+    assert streamed.seconds == pytest.approx(fast.seconds, abs=0.1)
+
+
+def test_long_text_is_spoken_sentence_by_sentence(cv, male_prompt, lane):
+    """Upstream splits text only when it normalises it, and CosyVoice3's marker switches that off:
+    the adapter splits first, so the first audio leaves after the first sentence even without streaming."""
+    engine = cv.app.state.speech.engine
+    pieces = engine._texts(TWO_SENTENCES, needs_mark=lane.generation == 3)
+    assert len(pieces) == 2
+    assert all(piece.startswith("You are a helpful assistant.<|endofprompt|>") for piece in pieces) == (
+        lane.generation == 3
+    )
+    audio(cv.post("/tts", json={"tts_text": TWO_SENTENCES, "spk_id": "中文女", "stream": False}))
+    record = cv.app.state.speech.synthesizer.recent[-1]
+    assert record.outcome == "completed" and 0 < record.first_chunk_samples < record.samples
+
+
+def test_concurrent_streams_keep_their_own_state(cv_settings, male_prompt):
+    """Three overlapping streams complete; upstream's hop length grows per request and never leaks."""
+    with live_server(cv_settings) as (url, app):
+        synth, model = app.state.speech.synthesizer, app.state.speech.engine._model.model
+        initial_hop = getattr(model, "token_hop_len", None)
+        files = {"prompt_audio": ("p.wav", male_prompt, "audio/wav")}
+        httpx.post(f"{url}/clone", data={"spk_id": "s", "prompt_text": EN_PROMPT}, files=files, timeout=120)
+
+        def stream(seed: int):
+            body = {"mode": "3s极速复刻", "tts_text": TEXT, "spk_id": "s", "stream": "True", "seed": seed}
+            return decode(httpx.post(f"{url}/generate_audio", json=body, timeout=300).content)
+
+        stream(0)
+        first = synth.recent[-1]
+        most_at_once = 0
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            futures = [pool.submit(stream, seed) for seed in (1, 2, 3)]
+            while not all(f.done() for f in futures):
+                most_at_once = max(most_at_once, synth.active)
+                time.sleep(0.02)
+        for future in futures:
+            decoded = future.result()
+            assert decoded.rate == RATE and decoded.seconds > 0.5 and np.isfinite(decoded.samples).all()
+        stream(0)
+        last = synth.recent[-1]
+        assert most_at_once == 3
+        assert [r.outcome for r in synth.recent] == ["completed"] * 5
+        assert first.samples > first.first_chunk_samples  # it really streamed in several chunks
+        assert last.first_chunk_samples == first.first_chunk_samples  # the hop length did not creep
+        assert getattr(model, "token_hop_len", None) == initial_hop
+        assert model.tts_speech_token_dict == {} and model.llm_end_dict == {}
+
+
+def test_a_client_leaving_mid_stream_stops_upstreams_llm_thread(cv_settings):
+    with live_server(cv_settings) as (url, app):
+        model = app.state.speech.engine._model.model
+        body = {"tts_text": TWO_SENTENCES, "spk_id": "中文女"}
+        with httpx.stream("POST", f"{url}/tts", json=body, timeout=120) as response:
+            assert next(response.iter_raw())
+        synth = app.state.speech.synthesizer
+        deadline = time.monotonic() + 30
+        while (synth.active or model.tts_speech_token_dict) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert synth.active == 0 and synth.stats.cancelled == 1
+        assert model.tts_speech_token_dict == {} and model.hift_cache_dict == {}  # upstream state dropped
+        assert not [t for t in threading.enumerate() if "llm_job" in repr(getattr(t, "_target", ""))]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_dying_llm_thread_is_a_json_error_naming_the_cause(cv, monkeypatch, caplog, stream):
+    model = cv.app.state.speech.engine._model.model
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("injected LLM failure")
+        yield  # a generator, like upstream's
+
+    monkeypatch.setattr(model.llm, "inference", broken)
+    body = {"tts_text": TEXT, "spk_id": "中文女", "stream": stream}
+    with caplog.at_level(logging.ERROR):
+        response = cv.post("/tts", json=body)
+    assert response.status_code == 500
+    error = error_of(response)
+    assert error["code"] == "engine_error" and "RuntimeError: injected LLM failure" in error["message"]
+    assert "upstream's LLM thread failed: RuntimeError: injected LLM failure" in caplog.text
+    monkeypatch.undo()
+    audio(cv.post("/tts", json=body))  # the engine serves the next request
+    assert model.tts_speech_token_dict == {} and model.llm_end_dict == {}
