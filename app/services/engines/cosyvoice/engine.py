@@ -68,6 +68,9 @@ class CosyVoiceEngine:
             )
         wanted = {"load_jit": load_jit, "load_trt": load_trt, "load_vllm": load_vllm, "fp16": fp16, "final": True}
         accepted = inspect.signature(cls.__init__).parameters
+        ignored = [f"COSYVOICE_{k.upper()}" for k, v in wanted.items() if v and k not in accepted and k != "final"]
+        if ignored:
+            log.warning("upstream's CosyVoice%d does not take %s: ignored", self.generation, ", ".join(ignored))
         self._model = cls(str(model_dir), **{k: v for k, v in wanted.items() if k in accepted})
         self.sample_rate = int(self._model.sample_rate)
         self._takes_paths = "prompt_wav" in inspect.signature(cls.inference_zero_shot).parameters
