@@ -16,7 +16,7 @@ export COSYVOICE_COMMIT
 WITH_UPSTREAM = src=$${COSYVOICE_SRC:-$$(cat $(VENV)/cosyvoice-src 2>/dev/null)}; env $${src:+COSYVOICE_SRC=$$src}
 LANES := fr-infer-cv2 upstream-cv2 upstream-cv3
 
-.PHONY: install install-cosyvoice run test lint bench bench-model clean FORCE $(LANES:%=test-lane-%)
+.PHONY: install install-cosyvoice run test lint bench bench-model clean $(LANES:%=test-lane-%)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,19 +28,21 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-# Which upstream code was asked for; when that changes, the engine install runs again.
-$(VENV)/.cosyvoice-wanted: FORCE | $(BIN)/python
-	@echo '$(COSYVOICE_SRC) $(COSYVOICE_COMMIT)' | cmp -s - $@ || echo '$(COSYVOICE_SRC) $(COSYVOICE_COMMIT)' > $@
-
-# The real CosyVoice engine: its dependencies from PyPI, upstream's code (see scripts/install_cosyvoice.sh).
-$(VENV)/.cosyvoice-installed: $(VENV)/.installed $(VENV)/.cosyvoice-wanted requirements-cosyvoice.txt \
-		scripts/install_cosyvoice.sh
+# The real CosyVoice engine: its dependencies from PyPI (scripts/install_cosyvoice.sh), then the choice of
+# upstream's code (scripts/use_upstream.sh: COSYVOICE_SRC, the recorded checkout, or a fetch of the commit).
+$(VENV)/.cosyvoice-installed: $(VENV)/.installed requirements-cosyvoice.txt scripts/install_cosyvoice.sh
 	bash scripts/install_cosyvoice.sh $(VENV)
 	touch $@
 
 install-cosyvoice: $(VENV)/.cosyvoice-installed
+	@bash scripts/use_upstream.sh $(VENV)
 
-run: install $(if $(filter cosyvoice,$(ENGINE)),install-cosyvoice,)
+# the CosyVoice engine is installed when it is asked for, or when `auto` will find a model
+MODEL_DIR := $(or $(COSYVOICE_MODEL_DIR),pretrained_models/CosyVoice2-0.5B)
+ENGINE_INSTALL := $(if $(or $(filter cosyvoice,$(ENGINE)),$(and $(filter auto,$(ENGINE)),$(wildcard \
+	$(MODEL_DIR)/cosyvoice2.yaml $(MODEL_DIR)/cosyvoice3.yaml))),install-cosyvoice,)
+
+run: install $(ENGINE_INSTALL)
 	$(WITH_UPSTREAM) COSYVOICE_ENGINE=$(ENGINE) $(BIN)/uvicorn --factory app.main:create_app \
 		--host $(HOST) --port $(PORT) --timeout-graceful-shutdown 10
 
@@ -61,7 +63,7 @@ test-lane-fr-infer-cv2: install-cosyvoice
 test-lane-upstream-cv2 test-lane-upstream-cv3: test-lane-upstream-%: install-cosyvoice
 	$(WITH_UPSTREAM) $(BIN)/pytest -q --lane upstream-$* tests/test_cosyvoice.py tests/test_cosyvoice_runtime.py
 
-bench: install $(if $(filter cosyvoice,$(ENGINE)),install-cosyvoice,)
+bench: install $(ENGINE_INSTALL)
 	$(WITH_UPSTREAM) COSYVOICE_ENGINE=$(ENGINE) $(BIN)/python scripts/bench.py
 
 # Full-size random CosyVoice2-0.5B and Fun-CosyVoice3-0.5B shapes, built once into the model cache (~4 GB):

@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.config import Settings  # noqa: E402
 from app.services.engines.base import Mode, SynthesisRequest  # noqa: E402
+from app.services.engines.model_dir import cosyvoice_generation  # noqa: E402
 from app.services.mp3 import Mp3Encoder  # noqa: E402
 from tests.server import live_server  # noqa: E402
 
@@ -34,14 +35,13 @@ TEXTS = {
 
 
 def tiny_model_if_needed(settings: Settings) -> Settings:
-    has_model = any((settings.model_dir / name).is_file() for name in ("cosyvoice2.yaml", "cosyvoice3.yaml"))
-    if settings.engine != "cosyvoice" or has_model:
+    if settings.engine != "cosyvoice" or cosyvoice_generation(settings.model_dir) is not None:
         return settings
     from app.services.engines.cosyvoice import import_upstream
-    from tests.models import cached_model
+    from tests.models import cached_model, working_copy
 
     import_upstream(settings.src)
-    model_dir = cached_model(2, "tiny")
+    model_dir = working_copy(cached_model(2, "tiny"), settings.data_dir / "bench-model")
     print(f"no model in {settings.model_dir}: measuring the tiny random CosyVoice2 in {model_dir}")
     return settings.model_copy(update={"model_dir": model_dir})
 

@@ -16,7 +16,6 @@ Usage: ``make bench-model`` or ``python scripts/bench_model.py --generations 2 3
 
 import argparse
 import concurrent.futures
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -70,10 +69,10 @@ def concurrently(n: int, job) -> tuple[float, list]:
     return time.perf_counter() - started, results
 
 
-def upstream_run(model) -> tuple[float, float]:
+def upstream_run(model, text: str) -> tuple[float, float]:
     """(seconds until the whole utterance is there, audio seconds) of upstream's non-streaming SFT path."""
     started = time.perf_counter()
-    samples = sum(out["tts_speech"].shape[1] for out in model.inference_sft(TEXT, SPEAKER, stream=False))
+    samples = sum(out["tts_speech"].shape[1] for out in model.inference_sft(text, SPEAKER, stream=False))
     return time.perf_counter() - started, samples / model.sample_rate
 
 
@@ -86,7 +85,7 @@ def report_level(label: str, n: int, wall: float, firsts: list[float], audio: fl
 
 def measure(generation: int, source: Path | None) -> None:
     from app.services.engines.cosyvoice import import_upstream
-    from tests.models import cached_model
+    from tests.models import cached_model, working_copy
     from tests.server import live_server
 
     import_upstream(source)
@@ -94,13 +93,7 @@ def measure(generation: int, source: Path | None) -> None:
     cached = cached_model(generation, "full")
     print(f"== CosyVoice{generation}, full size ({cached}, ready in {time.perf_counter() - started:.0f} s)")
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = Path(tmp) / "model"
-        model_dir.mkdir()
-        for item in cached.iterdir():  # the weights linked, spk2info.pt copied: a clone must not change the cache
-            if item.name == "spk2info.pt":
-                shutil.copy(item, model_dir)
-            else:
-                (model_dir / item.name).symlink_to(item)
+        model_dir = working_copy(cached, Path(tmp) / "model")
         settings = Settings(
             engine="cosyvoice", model_dir=model_dir, data_dir=Path(tmp) / "data", src=source,
             max_concurrency=4, queue_timeout_seconds=3600, stall_timeout_seconds=3600,
@@ -143,9 +136,11 @@ def run_phases(url: str, app) -> None:
     print(f"  service peak RSS {service_rss}")
 
     model = engine._model  # the same loaded upstream object
+    # CosyVoice3's LLM needs the marker in the text (upstream's example.py form); the service adds the same
+    text = TEXT if engine.generation == 2 else f"You are a helpful assistant.<|endofprompt|>{TEXT}"
     with PeakRss() as upstream_rss:
         for n in LEVELS:
-            wall, results = concurrently(n, lambda: upstream_run(model))
+            wall, results = concurrently(n, lambda: upstream_run(model, text))
             firsts = [r[0] for r in results]
             first_byte[("upstream", n)] = max(firsts)
             rtf[("upstream", n)] = report_level("upstream stream=False", n, wall, firsts, sum(r[1] for r in results))

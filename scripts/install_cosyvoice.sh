@@ -1,18 +1,13 @@
 #!/usr/bin/env bash
-# Install the CosyVoice engine into an existing venv that already holds the service
-# (torch==2.13.0, numpy>=1.26.4,<2.6): its dependencies from PyPI, and upstream's code.
+# Install the CosyVoice engine's dependencies into an existing venv that already holds the service
+# (torch==2.13.0, numpy>=1.26.4,<2.6), from PyPI only. Which upstream code the engine runs is chosen by
+# scripts/use_upstream.sh.
 #
-# Upstream's code (FunAudioLLM/CosyVoice at the pinned commit, CosyVoice2 and CosyVoice3) comes from
-#   1. COSYVOICE_SRC, a checkout of it, when set;
-#   2. otherwise a shallow git fetch of that commit into the cache (needs github.com);
-#   3. otherwise nothing: the cosyvoice2-fr-infer wheel (June 2025 upstream, CosyVoice2 only) serves.
-# The wheel is installed in every case: it carries `matcha`, which upstream's CosyVoice2 flow imports.
-# The checkout in use is recorded in VENV/cosyvoice-src, which `make run` and `make test` read.
+# The cosyvoice2-fr-infer wheel (June 2025 upstream, CosyVoice2 only) is installed in every case: it serves
+# when there is no upstream checkout, and it carries `matcha`, which upstream's CosyVoice2 flow imports.
 #
 #   usage: install_cosyvoice.sh VENV_DIR
-#   env:   COSYVOICE_SRC            an upstream checkout to use (nothing is fetched)
-#          COSYVOICE_COMMIT         the commit to fetch (the Makefile names it)
-#          WITH_WETEXTPROCESSING=1  also install WeTextProcessing 1.0.4.1 + pynini 2.1.6 (~670 MB) so the
+#   env:   WITH_WETEXTPROCESSING=1  also install WeTextProcessing 1.0.4.1 + pynini 2.1.6 (~670 MB) so the
 #                                   fr-infer frontend's `tn` normalisers import for real (no shim needed)
 set -euo pipefail
 
@@ -81,33 +76,7 @@ if [ "${WITH_WETEXTPROCESSING:-0}" = 1 ]; then
   pipi -c "$WORK/constraints.txt" WeTextProcessing==1.0.4.1 pynini==2.1.6 importlib_resources
 fi
 
-# 6. Upstream's code at the pinned commit.
-COMMIT=${COSYVOICE_COMMIT:?the Makefile names the upstream commit}
-if [ -n "${COSYVOICE_SRC:-}" ]; then
-  SRC=$(cd "$COSYVOICE_SRC" && pwd)
-  echo "upstream CosyVoice: using COSYVOICE_SRC=$SRC"
-else
-  SRC=${XDG_CACHE_HOME:-$HOME/.cache}/cosyvoice-service/upstream/CosyVoice-${COMMIT:0:7}
-  if [ ! -f "$SRC/cosyvoice/cli/cosyvoice.py" ]; then
-    echo "upstream CosyVoice: fetching FunAudioLLM/CosyVoice@${COMMIT:0:7} into $SRC"
-    rm -rf "$SRC.partial" && mkdir -p "$SRC.partial"
-    if git -C "$SRC.partial" init -q \
-      && timeout 300 git -C "$SRC.partial" -c http.lowSpeedLimit=1000 -c http.lowSpeedTime=30 \
-        fetch -q --depth 1 https://github.com/FunAudioLLM/CosyVoice.git "$COMMIT" \
-      && git -C "$SRC.partial" -c advice.detachedHead=false checkout -q FETCH_HEAD; then
-      rm -rf "$SRC" && mv "$SRC.partial" "$SRC"
-    else
-      rm -rf "$SRC.partial"
-      SRC=""
-      echo "upstream CosyVoice: could not fetch it (no access to github.com?). Falling back to" \
-        "cosyvoice2-fr-infer: CosyVoice2 only. CosyVoice3 needs the upstream code: set COSYVOICE_SRC" \
-        "to a checkout of FunAudioLLM/CosyVoice at ${COMMIT:0:7} and run this again." >&2
-    fi
-  fi
-fi
-printf '%s\n' "$SRC" > "$VENV/cosyvoice-src"
-
-# 7. Verify: torch/numpy untouched, torchaudio pure-Python parts work, whole import chain imports.
+# 6. Verify: torch/numpy untouched, torchaudio pure-Python parts work, whole import chain imports.
 "$PY" - "$TORCH_V" "$NUMPY_V" "$HERE" <<'EOF'
 import sys
 import torch, numpy
@@ -129,15 +98,3 @@ import cosyvoice.hifigan.generator, cosyvoice.llm.llm, cosyvoice.transformer.ups
 import cosyvoice.tokenizer.tokenizer, cosyvoice.utils.common, matcha.models.components.flow_matching  # noqa: F401,E401
 print(f"cosyvoice engine OK: torch {torch.__version__}, numpy {numpy.__version__}, torchaudio {torchaudio.__version__} (no native ext)")
 EOF
-if [ -n "$SRC" ]; then
-  "$PY" - "$SRC" "$HERE" <<'EOF'
-import sys
-from pathlib import Path
-sys.path.insert(0, sys.argv[2])
-from app.services.engines.cosyvoice import import_upstream
-upstream, _ = import_upstream(Path(sys.argv[1]))
-assert hasattr(upstream, "CosyVoice3"), f"{upstream.__file__} has no CosyVoice3"
-import cosyvoice.flow.DiT.dit, cosyvoice.hifigan.generator, cosyvoice.llm.llm  # noqa: F401,E401
-print(f"upstream CosyVoice OK: CosyVoice2 and CosyVoice3 from {Path(upstream.__file__).parents[2]}")
-EOF
-fi

@@ -1,5 +1,4 @@
 import os
-import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,12 +132,9 @@ def tiny_model(lane, lane_source) -> Path:
 @pytest.fixture
 def cv_settings(tiny_model, lane_source, tmp_path) -> Settings:
     """A model dir of its own per test: the weights are links, spk2info.pt is a copy that tests change."""
-    model_dir = tmp_path / "model"
-    model_dir.mkdir()
-    for item in tiny_model.iterdir():
-        if item.name != "spk2info.pt":
-            (model_dir / item.name).symlink_to(item)
-    shutil.copy(tiny_model / "spk2info.pt", model_dir / "spk2info.pt")
+    from tests.models import working_copy
+
+    model_dir = working_copy(tiny_model, tmp_path / "model")
     return Settings(engine="auto", model_dir=model_dir, data_dir=tmp_path / "data", src=lane_source, max_concurrency=3)
 
 

@@ -3,9 +3,11 @@
 import base64
 import os
 
+import numpy as np
 import pytest
 
 from app.config import Settings
+from app.services.audio import WIDE_RATE, prepare_prompt
 from tests.audio_utils import FORMATS, decode, encode, tone, wav
 from tests.conftest import EN_PROMPT, clone, error_of, running
 
@@ -158,3 +160,25 @@ def test_urlencoded_base64_with_unescaped_plus(client, male_prompt):
     response = client.post("/tts/zero_shot", content=body.encode(), headers=headers)
     assert response.status_code == 200, response.text
     assert decode(response.content).seconds > 0.5
+
+
+def test_prompts_keep_their_band_above_8_khz_for_the_24_khz_features():
+    """CosyVoice reads prompt mel features at 24 kHz (CosyVoice3 up to 12 kHz): the prepared prompt carries
+    a 24 kHz copy, not one upsampled from 16 kHz."""
+    rate = 48000
+    t = np.arange(int(1.5 * rate)) / rate
+    signal = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.3 * np.sin(2 * np.pi * 10000 * t)).astype(np.float32)
+    prompt = prepare_prompt(wav(signal, rate), "prompt_audio", 1.0, 30.0)
+
+    def share_above_8khz(samples: np.ndarray, sample_rate: int) -> float:
+        power = np.abs(np.fft.rfft(samples)) ** 2
+        return float(power[np.fft.rfftfreq(samples.size, 1 / sample_rate) > 8000].sum() / power.sum())
+
+    assert share_above_8khz(prompt.wideband, WIDE_RATE) > 0.3  # the 10 kHz tone is there
+    assert prompt.samples.size == pytest.approx(prompt.wideband.size * 2 / 3, abs=2)  # the same audio at 16 kHz
+    assert prompt.speech_seconds == pytest.approx(1.5, abs=0.05)
+
+
+def test_a_30_s_prompt_stays_within_30_s_with_its_tail():
+    prompt = prepare_prompt(wav(tone(30.0, 24000), 24000), "prompt_audio", 1.0, 30.0)
+    assert prompt.wideband.size <= 30 * WIDE_RATE

@@ -11,12 +11,19 @@ import numpy as np
 import pytest
 import torch
 
+from app.services.engines.base import Mode, SynthesisRequest
 from tests.audio_utils import decode, decode_pcm
 from tests.conftest import EN_PROMPT, clone, error_of, running
 
 RATE = 24000
 TEXT = "你好，欢迎使用语音合成服务。"
 MARK = "<|endofprompt|>"
+LOG_MEL_FLOOR = float(np.log(1e-5))  # matcha's mel_spectrogram clamps at 1e-5
+# upstream's splitter merges sentences up to 80 units (Chinese characters, or tokens: here UTF-8 bytes)
+TWO_SENTENCES = (
+    "The weather is lovely today, so we will walk to the park after lunch. "
+    "Tomorrow we must get up early for work, so we will go to bed early tonight."
+)
 
 
 def audio(response):
@@ -116,21 +123,41 @@ def test_clone_restart_then_use_and_upstream_reads_the_same_dir(cv_settings, lan
     assert (stored["prompt_text"] == upstream.frontend.tokenizer.tokenizer.convert_tokens_to_ids(MARK)).any() == (
         lane.generation == 3
     )  # CosyVoice3's prompt carries the marker its LLM asserts on
+    if lane.generation == 3:  # its prompt features reach 12 kHz: made from the 24 kHz prompt, not from 16 kHz
+        assert stored["prompt_speech_feat"][0, :, -8:].mean() > LOG_MEL_FLOOR + 1
     unused = "" if lane.upstream else torch.zeros(1, 0)
     chunks = list(upstream.inference_zero_shot(TEXT, "", unused, "narrator", text_frontend=False))
     assert sum(c["tts_speech"].shape[1] for c in chunks) > RATE // 5
 
 
-def test_stored_entries_are_copied_never_mutated(cv_settings, cv, male_prompt):
+def test_the_engine_never_changes_the_voice_it_is_given(cv, male_prompt):
+    """Upstream's frontend changes the speaker entries it reads (the fr-infer one deletes keys from them in
+    cross-lingual mode), and every sentence reads the entry again."""
     clone(cv, "steady", male_prompt)
-    before = torch.load(cv_settings.model_dir / "spk2info.pt", weights_only=True)["steady"]
-    for mode, extra in (("sft", {}), ("cross_lingual", {}), ("instruct", {"instruct_text": "Speak slowly."})):
-        body = {"mode": mode, "tts_text": TEXT, "spk_id": "steady", "stream": "False", **extra}
-        audio(cv.post("/generate_audio", json=body))
-    after = cv.app.state.speech.voices.get("steady").profile
-    assert set(after) == set(before)
+    engine = cv.app.state.speech.engine
+    voice = cv.app.state.speech.voices.get("steady").profile
+    before = {key: value.clone() for key, value in voice.items()}
+    for mode, extra in ((Mode.CROSS_LINGUAL, {}), (Mode.SFT, {}), (Mode.INSTRUCT, {"instruct_text": "Slowly."})):
+        request = SynthesisRequest(mode, TWO_SENTENCES, voice=voice, stream=False, **extra)
+        assert len(list(engine.synthesize(request))) == 2  # one chunk per sentence
+    assert set(voice) == set(before)
     for key, value in before.items():
-        assert torch.equal(after[key], value), key
+        assert torch.equal(voice[key], value), key
+
+
+def test_a_builtin_speaker_entry_in_a_prompt_mode_is_a_422(cv_settings, cv):
+    """A user's voice file may hold a built-in (SFT) entry: an embedding without a prompt."""
+    folder = cv_settings.data_dir / "storage" / "alice" / "model" / "cosyvoice"
+    folder.mkdir(parents=True)
+    torch.save({"embedding": torch.randn(1, 192)}, folder / "plain.pt")
+    for path in ("/tts/zero_shot", "/tts/cross_lingual"):
+        response = cv.post(path, json={"tts_text": TEXT, "spk_id": "plain", "user_id": "alice"})
+        assert response.status_code == 422, response.text
+        assert error_of(response)["message"].startswith("spk_id: 'plain' is a built-in SFT speaker")
+    body = {"mode": "3s极速复刻", "tts_text": TEXT, "spk_customize": "plain", "user_id": "alice"}
+    response = cv.post("/generate_audio", json=body)
+    assert response.status_code == 422 and error_of(response)["message"].startswith("spk_customize:")
+    audio(cv.post("/generate_audio", json=body | {"mode": "预训练音色"}))  # what it is made for
 
 
 def _other_generation(entry: dict, mark_id: int, generation: int) -> dict:

@@ -15,13 +15,7 @@ import pytest
 
 from tests.audio_utils import decode
 from tests.conftest import EN_PROMPT, clone, error_of, live_server
-from tests.test_cosyvoice import RATE, TEXT, audio
-
-# upstream's splitter merges sentences up to 80 units (Chinese characters, or tokens: here UTF-8 bytes)
-TWO_SENTENCES = (
-    "The weather is lovely today, so we will walk to the park after lunch. "
-    "Tomorrow we must get up early for work, so we will go to bed early tonight."
-)
+from tests.test_cosyvoice import RATE, TEXT, TWO_SENTENCES, audio
 
 
 def _generate(client, spk_id: str, **extra):

@@ -57,7 +57,9 @@ def test_health_answers_promptly_while_streams_synthesize(tmp_path):
             durations = [f.result() for f in streams]
         assert busy_seen >= 1, "health never saw a synthesis running"
         assert busy_seen <= 2, "more syntheses ran than max_concurrency allows"
-        assert slowest < 0.5, f"/health took {slowest:.2f} s while streams were running"
+        # a blocked event loop would hold /health for a whole synthesis (tens of seconds); the margin is for
+        # a machine busy with other work (make test runs three test processes on two cores)
+        assert slowest < 2.0, f"/health took {slowest:.2f} s while streams were running"
         assert all(d > 150 for d in durations)
 
 

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
+import soxr
 
 from app.errors import InvalidInput
 
 PROMPT_RATE = 16000
+WIDE_RATE = 24000  # CosyVoice2/3 compute their prompt's mel features at 24 kHz (CosyVoice3 up to 12 kHz)
 _PEAK_TARGET = 0.8
 _SILENCE_PEAK = 10 ** (-60 / 20)  # below -60 dBFS everywhere: nothing to clone from
 
@@ -46,7 +48,8 @@ def decode_to_mono(data: bytes, field: str, rate: int = PROMPT_RATE, max_seconds
     return np.concatenate(pieces).astype(np.float32, copy=False)
 
 
-def _trim_silence(x: np.ndarray, top_db: float = 60.0, frame: int = 400, hop: int = 160) -> np.ndarray:
+def _trim_silence(x: np.ndarray, rate: int, top_db: float = 60.0) -> np.ndarray:
+    frame, hop = rate // 40, rate // 100  # 25 ms frames every 10 ms
     if x.size < frame:
         return x
     frames = np.lib.stride_tricks.sliding_window_view(x, frame)[::hop]
@@ -58,30 +61,38 @@ def _trim_silence(x: np.ndarray, top_db: float = 60.0, frame: int = 400, hop: in
 
 @dataclass(frozen=True)
 class PromptAudio:
-    """A prompt ready for cloning: 16 kHz mono float32, trimmed, peak-normalised, 0.2 s tail."""
+    """A prompt ready for cloning: trimmed, peak-normalised, 0.2 s of silence after it, mono float32.
+
+    ``samples`` at 16 kHz (speaker embedding, speech tokens, what is stored as a voice's source) and the
+    same audio at 24 kHz in ``wideband`` (CosyVoice's prompt mel features, which a 16 kHz copy would cut
+    at 8 kHz).
+    """
 
     samples: np.ndarray
     speech_seconds: float
+    wideband: np.ndarray
 
 
 def prepare_prompt(data: bytes, field: str, min_seconds: float, max_seconds: float) -> PromptAudio:
-    audio = decode_to_mono(data, field, max_seconds=max_seconds)
+    audio = decode_to_mono(data, field, rate=WIDE_RATE, max_seconds=max_seconds)
     if not np.isfinite(audio).all():
         raise InvalidInput(f"{field}: the audio contains NaN or infinite samples")
-    if audio.size > max_seconds * PROMPT_RATE:
+    if audio.size > max_seconds * WIDE_RATE:
         raise InvalidInput(f"{field}: the audio is longer than {max_seconds:g} s; send a shorter prompt")
     peak = float(np.max(np.abs(audio)))
     if peak < _SILENCE_PEAK:
         raise InvalidInput(f"{field}: the audio is silent")
-    speech = _trim_silence(audio)
-    seconds = speech.size / PROMPT_RATE
+    speech = _trim_silence(audio, WIDE_RATE)
+    seconds = speech.size / WIDE_RATE
     if seconds < min_seconds:
         raise InvalidInput(
             f"{field}: only {seconds:.2f} s of sound; a prompt needs at least {min_seconds:g} s of speech"
         )
     speech = speech * (_PEAK_TARGET / max(peak, _PEAK_TARGET))
-    tail = np.zeros(int(0.2 * PROMPT_RATE), dtype=np.float32)
-    return PromptAudio(np.concatenate([speech.astype(np.float32), tail]), seconds)
+    tail = min(int(0.2 * WIDE_RATE), int(max_seconds * WIDE_RATE) - speech.size)  # the whole within the limit
+    wide = np.concatenate([speech, np.zeros(max(tail, 0))]).astype(np.float32)
+    narrow = soxr.resample(wide, WIDE_RATE, PROMPT_RATE).astype(np.float32, copy=False)
+    return PromptAudio(narrow, seconds, wide)
 
 
 def to_int16(chunk: np.ndarray) -> np.ndarray:

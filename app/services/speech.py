@@ -12,7 +12,7 @@ from app.config import Settings
 from app.errors import InvalidInput, MissingField, NotFound, Unsupported
 from app.names import check_name
 from app.services.audio import PromptAudio, prepare_prompt
-from app.services.engines.base import Mode, SpeechEngine, SynthesisRequest, VoiceRejected
+from app.services.engines.base import MODE_LABELS, Mode, SpeechEngine, SynthesisRequest, VoiceRejected
 from app.services.synthesis import AudioStream, Synthesizer
 from app.services.user_voices import UserVoices, user_key
 from app.services.voices import Voice, VoiceLibrary
@@ -20,13 +20,6 @@ from app.services.voices import Voice, VoiceLibrary
 log = logging.getLogger(__name__)
 
 Disconnected = Callable[[], Awaitable[bool]] | None
-
-MODE_LABELS = {
-    Mode.SFT: "预训练音色",
-    Mode.ZERO_SHOT: "3s极速复刻",
-    Mode.CROSS_LINGUAL: "跨语种复刻",
-    Mode.INSTRUCT: "自然语言控制",
-}
 
 
 @dataclass(frozen=True)
@@ -94,7 +87,7 @@ class SpeechService:
     async def make_voice(self, prompt_text: str, upload: Upload) -> tuple[dict, PromptAudio]:
         prompt = await self.prompt(upload)
         try:
-            profile = await self.synthesizer.run(self.engine.make_voice, prompt_text, prompt.samples)
+            profile = await self.synthesizer.run(self.engine.make_voice, prompt_text, prompt)
         except VoiceRejected as exc:
             raise InvalidInput(f"{upload.field}: {exc}") from None
         return profile, prompt
@@ -168,7 +161,7 @@ class SpeechService:
             raise MissingField("user_id: needed with spk_customize, prompt_speech_16k or exp_name")
         if spec.custom_voice:
             profile = await self.in_storage(self.user_voices.load, spec.user_id, spec.custom_voice, "spk_customize")
-            return SynthesisRequest(speaker=spec.custom_voice, voice=profile, **common)
+            return SynthesisRequest(speaker=spec.custom_voice, voice=profile, voice_field="spk_customize", **common)
         if spec.mode is Mode.SFT or (spec.mode is Mode.INSTRUCT and spec.prompt_audio is None and not spec.prompt_key):
             if not spec.spk_id:
                 needs = "a speaker or prompt audio" if spec.mode is Mode.INSTRUCT else "a speaker"

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from app.errors import Conflict, Forbidden, NotFound, ServiceError
+from app.errors import Conflict, Forbidden, InvalidInput, NotFound, ServiceError
 from app.names import check_name
 from app.services.audio import PROMPT_RATE, wav_bytes
 from app.services.engines.base import SpeechEngine
@@ -83,7 +83,9 @@ class VoiceLibrary:
             raise NotFound(f"{field}: no voice named {spk_id!r}; GET /get_available_spks lists them")
         problem = self._engine.voice_problem(entry)
         if problem:
-            raise Conflict(f"{field}: voice {spk_id!r} cannot be used by the {self._engine.name} engine ({problem})")
+            raise InvalidInput(
+                f"{field}: voice {spk_id!r} cannot be used by the {self._engine.name} engine ({problem})"
+            )
         return Voice(spk_id, False, _copy(entry))
 
     @property

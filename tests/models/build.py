@@ -97,6 +97,18 @@ def cached_model(generation: int = 2, size: str = "tiny", seed: int = 0) -> Path
     return final
 
 
+def working_copy(model_dir: Path, into: Path) -> Path:
+    """A dir of ``model_dir``'s model files as links, with a copy of its spk2info.pt: a service running on it
+    may clone voices (spk2info.pt, voice_sources/) without touching the cached model."""
+    into.mkdir(parents=True, exist_ok=True)
+    for item in model_dir.iterdir():
+        if item.name == "spk2info.pt":
+            shutil.copy(item, into / item.name)
+        elif item.name != "voice_sources" and not item.name.startswith("."):
+            (into / item.name).symlink_to(item)
+    return into
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write a random CosyVoice model dir.")
     parser.add_argument("out_dir", type=Path)

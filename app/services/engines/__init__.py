@@ -6,10 +6,9 @@ from pathlib import Path
 
 from app.config import Settings
 from app.services.engines.base import SpeechEngine
+from app.services.engines.model_dir import cosyvoice_generation
 
 log = logging.getLogger(__name__)
-
-_MODEL_CONFIGS = ("cosyvoice3.yaml", "cosyvoice2.yaml", "cosyvoice.yaml")
 
 
 @dataclass(frozen=True)
@@ -19,14 +18,10 @@ class LoadedEngine:
     reason: str  # why this engine was chosen, for the log and /health
 
 
-def _has_model(model_dir: Path) -> bool:
-    return any((model_dir / name).is_file() for name in _MODEL_CONFIGS)
-
-
 def load_engine(settings: Settings) -> LoadedEngine:
     choice = settings.engine
     if choice == "auto":
-        if _has_model(settings.model_dir):
+        if cosyvoice_generation(settings.model_dir) is not None:
             choice, reason = "cosyvoice", f"auto: found a CosyVoice model in {settings.model_dir}"
         else:
             choice, reason = "espeak", f"auto: no CosyVoice model in {settings.model_dir}, using embedded espeak-ng"

@@ -7,6 +7,8 @@ from typing import Protocol
 
 import numpy as np
 
+from app.services.audio import PromptAudio
+
 
 class Mode(StrEnum):
     SFT = "sft"  # 预训练音色: a built-in (or saved) speaker
@@ -15,12 +17,21 @@ class Mode(StrEnum):
     INSTRUCT = "instruct"  # 自然语言控制: a speaker steered by an instruction
 
 
+MODE_LABELS = {
+    Mode.SFT: "预训练音色",
+    Mode.ZERO_SHOT: "3s极速复刻",
+    Mode.CROSS_LINGUAL: "跨语种复刻",
+    Mode.INSTRUCT: "自然语言控制",
+}
+
+
 @dataclass(frozen=True)
 class SynthesisRequest:
     mode: Mode
     text: str
     speaker: str | None = None  # a built-in speaker id
     voice: dict | None = None  # a voice profile made by make_voice (cloned or ad hoc)
+    voice_field: str = "spk_id"  # the request field that named the voice, for error messages
     instruct_text: str = ""
     speed: float = 1.0
     seed: int = 0
@@ -39,8 +50,8 @@ class SpeechEngine(Protocol):
 
     def builtin_speakers(self) -> list[str]: ...
 
-    def make_voice(self, prompt_text: str, prompt_16k: np.ndarray) -> dict:
-        """Build a voice profile (persisted in spk2info.pt) from a prepared 16 kHz prompt."""
+    def make_voice(self, prompt_text: str, prompt: PromptAudio) -> dict:
+        """Build a voice profile (persisted in spk2info.pt) from a prepared prompt."""
 
     def voice_problem(self, profile: object) -> str | None:
         """Why a stored profile cannot be used by this engine, or None when it can."""

@@ -22,6 +22,7 @@ import numpy as np
 import soxr
 
 from app.services import prosody
+from app.services.audio import PROMPT_RATE, PromptAudio
 from app.services.engines.base import Mode, SynthesisRequest, VoiceRejected
 from app.services.text import split_sentences
 
@@ -250,8 +251,8 @@ class EspeakEngine:
     def builtin_speakers(self) -> list[str]:
         return list(self._builtins)
 
-    def make_voice(self, prompt_text: str, prompt_16k: np.ndarray) -> dict:
-        measured = prosody.measure(prompt_16k, 16000, prompt_text)
+    def make_voice(self, prompt_text: str, prompt: PromptAudio) -> dict:
+        measured = prosody.measure(prompt.samples, PROMPT_RATE, prompt_text)
         if measured.median_f0_hz <= 0:
             raise VoiceRejected("no voiced speech found in the prompt audio (its pitch cannot be measured)")
         variant = "female" if measured.median_f0_hz > _FEMALE_ABOVE_HZ else "male"

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from app.errors import EngineFailure, InvalidInput
-from app.services.engines.base import Mode, SynthesisRequest, VoiceRejected
+from app.services.audio import PromptAudio
+from app.services.engines.base import MODE_LABELS, Mode, SynthesisRequest, VoiceRejected
 from app.services.engines.cosyvoice.session import Overlay, RequestModel
 from app.services.engines.cosyvoice.upstream import (
     GET_UPSTREAM,
@@ -95,22 +96,27 @@ class CosyVoiceEngine:
     def builtin_speakers(self) -> list[str]:
         return list(self._builtins)
 
-    def make_voice(self, prompt_text: str, prompt_16k: np.ndarray) -> dict:
+    def make_voice(self, prompt_text: str, prompt: PromptAudio) -> dict:
         """A zero-shot voice in upstream's exact spk2info format, made by upstream's add_zero_shot_spk."""
         key = f"__new_{uuid.uuid4().hex}"
         if self._takes_paths:
-            prompt = PromptWav(prompt_16k)
-        else:
-            prompt = torch.from_numpy(np.ascontiguousarray(prompt_16k, dtype=np.float32))[None]
+            audio = PromptWav(prompt)
+        else:  # the older API takes the 16 kHz tensor and resamples it itself
+            audio = torch.from_numpy(np.ascontiguousarray(prompt.samples, dtype=np.float32))[None]
         text = self._normalize(prompt_text)
-        if self.generation == 3 and PROMPT_MARK not in text:
+        if self.generation == 2:  # the marker is CosyVoice3's convention; in a CosyVoice2 transcript it is noise
+            text = text.replace(PROMPT_MARK, "")
+        elif PROMPT_MARK not in text:
             text = f"{V3_SYSTEM}{PROMPT_MARK}{text}"
         try:
-            self._model.add_zero_shot_spk(text, prompt, key)
+            self._model.add_zero_shot_spk(text, audio, key)
         except AssertionError as exc:  # upstream asserts on prompts it cannot use
             raise VoiceRejected(str(exc) or "the model cannot use this prompt") from exc
         finally:
             entry = self._model.frontend.spk2info.pop(key, None)
+        problem = self.voice_problem(entry)
+        if problem:  # never save a voice this engine would then refuse
+            raise VoiceRejected(f"the model made a voice it cannot use ({problem})")
         return entry
 
     def voice_problem(self, profile: object) -> str | None:
@@ -140,16 +146,19 @@ class CosyVoiceEngine:
             yield from self._run(request, voice, sft, text)
 
     def _request_voice(self, request: SynthesisRequest) -> dict:
+        field, name = request.voice_field, request.speaker
         if request.voice is None:
-            raise InvalidInput(f"spk_id: {request.speaker!r} has no speaker entry in this model's spk2info.pt")
+            raise InvalidInput(f"{field}: {name!r} has no speaker entry in this model's spk2info.pt")
         voice = dict(request.voice)
+        if "embedding" in voice:  # a built-in SFT speaker: an embedding, no prompt
+            if request.mode is Mode.SFT:
+                return voice
+            raise InvalidInput(
+                f"{field}: {name!r} is a built-in SFT speaker, which has no prompt; {MODE_LABELS[request.mode]} "
+                f"on CosyVoice{self.generation} needs a voice with a prompt (a cloned voice or prompt audio)"
+            )
         if request.mode is not Mode.INSTRUCT:
             return voice
-        if "embedding" in voice:
-            raise InvalidInput(
-                f"spk_id: {request.speaker!r} is a built-in SFT speaker; 自然语言控制 on "
-                f"CosyVoice{self.generation} needs a voice with a prompt (a cloned voice or prompt audio)"
-            )
         instruction = request.instruct_text
         if PROMPT_MARK not in instruction:  # upstream's documented forms of an instruction
             instruction = f"{V3_SYSTEM} {instruction}" if self.generation == 3 else instruction
@@ -161,14 +170,14 @@ class CosyVoiceEngine:
     def _texts(self, text: str, needs_mark: bool) -> list[str]:
         """The text as upstream will read it: normalised, one sentence (or a few) per piece."""
         head = ""
-        if PROMPT_MARK in text:  # the caller wrote CosyVoice3's convention: keep their system prompt
+        if PROMPT_MARK in text:  # the caller wrote CosyVoice3's convention: keep their prompt on every piece
             head, text = text.split(PROMPT_MARK, 1)
             head += PROMPT_MARK
         elif needs_mark:
             head = V3_SYSTEM + PROMPT_MARK
-        if self._text_frontend:
+        if self._text_frontend and not ("<|" in text and "|>" in text):
             pieces = self._model.frontend.text_normalize(text, split=True, text_frontend=True)
-        else:
+        else:  # upstream neither normalises nor splits text with tags (<|en|>, ...): split it here
             pieces = split_sentences(text) or [text]
         return [head + piece for piece in pieces]
 

@@ -8,8 +8,8 @@ shared instance, attributes the methods assign stay with the request, and the LL
 so that its session id and any failure are known to the request.
 """
 
+import inspect
 import logging
-import types
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +26,11 @@ class Overlay:
         return type(self._base)
 
     def __getattr__(self, name: str):
-        attribute = getattr(type(self._base), name, None)
-        if isinstance(attribute, types.FunctionType):
-            return types.MethodType(attribute, self)
-        return getattr(self._base, name)
+        base = self._base
+        attribute = inspect.getattr_static(type(base), name, None)
+        if hasattr(attribute, "__get__") and name not in vars(base):  # methods, whatever wraps them
+            return attribute.__get__(self, type(base))
+        return getattr(base, name)
 
 
 class _StopSynthesis(Exception):
@@ -52,15 +53,18 @@ class RequestModel(Overlay):
     """Upstream's ``CosyVoice2Model`` / ``CosyVoice3Model`` as one request sees it."""
 
     def __init__(self, model, token_hop_len: int | None):
-        super().__init__(model, sessions=[], failure=None)
+        super().__init__(model, sessions=[], failure=None, stopped=False)
         if token_hop_len is not None:
             self.token_hop_len = token_hop_len  # grows during this request's stream only
 
     def llm_job(self, *args, **kwargs) -> None:
         session = kwargs.get("uuid", args[-1] if args else None)
-        self.sessions.append(session)
+        with self._base.lock:
+            self.sessions.append(session)
+            stopped_before_start = self.stopped
         try:
-            type(self._base).llm_job(self, *args, **kwargs)
+            if not stopped_before_start:
+                type(self._base).llm_job(self, *args, **kwargs)
         except _StopSynthesis:
             pass
         except Exception as exc:  # noqa: BLE001 - kept for the request, which raises it with its cause
@@ -69,17 +73,23 @@ class RequestModel(Overlay):
             with self._base.lock:
                 if session in self._base.llm_end_dict:
                     self._base.llm_end_dict[session] = True  # or upstream's stream waits for tokens forever
+        finally:
+            with self._base.lock:
+                if self.stopped:  # e.g. stopped while computing its last token: nothing else will clean up
+                    self._drop(session)
 
     def stop(self) -> None:
         """End this request's LLM threads if still running and drop upstream's state for its sessions."""
         model = self._base
         with model.lock:
+            self.stopped = True
             for session in self.sessions:
-                finished = model.llm_end_dict.pop(session, True)
-                for name in ("hift_cache_dict", "mel_overlap_dict", "flow_cache_dict"):
-                    getattr(model, name, {}).pop(session, None)
-                if session in model.tts_speech_token_dict:
-                    if finished:
-                        model.tts_speech_token_dict.pop(session)
-                    else:
-                        model.tts_speech_token_dict[session] = _StopOnAppend(model.tts_speech_token_dict, session)
+                running = model.llm_end_dict.get(session) is False
+                self._drop(session)
+                if running:  # its next token ends it (and the thread's own clean-up runs again)
+                    model.tts_speech_token_dict[session] = _StopOnAppend(model.tts_speech_token_dict, session)
+
+    def _drop(self, session: str) -> None:
+        """Forget upstream's per-request state of ``session`` (call with the model's lock held)."""
+        for name in ("tts_speech_token_dict", "llm_end_dict", "hift_cache_dict", "mel_overlap_dict", "flow_cache_dict"):
+            getattr(self._base, name, {}).pop(session, None)

@@ -11,7 +11,6 @@ Upstream comes from a checkout (``COSYVOICE_SRC``, the pinned commit) or from th
 """
 
 import logging
-import os
 import sys
 import types
 from pathlib import Path
@@ -20,7 +19,8 @@ import numpy as np
 import soxr
 import torch
 
-from app.services.audio import PROMPT_RATE, decode_to_mono
+from app.services.audio import PROMPT_RATE, WIDE_RATE, PromptAudio
+from app.services.engines.model_dir import cosyvoice_generation
 
 GET_WEIGHTS = (
     "download a model on a machine with internet access (pretrained_models/README.md says how) "
@@ -37,32 +37,34 @@ class EngineStartError(RuntimeError):
 
 
 def model_generation(model_dir: Path) -> int:
-    for generation, name in ((3, "cosyvoice3.yaml"), (2, "cosyvoice2.yaml")):
-        if (model_dir / name).is_file():
-            return generation
-    if (model_dir / "cosyvoice.yaml").is_file():
+    generation = cosyvoice_generation(model_dir)
+    if generation == 1:
         raise EngineStartError(f"{model_dir} holds a CosyVoice-300M model; this service runs CosyVoice2 and 3")
-    raise EngineStartError(f"no CosyVoice model in {model_dir} (no cosyvoice2.yaml or cosyvoice3.yaml); {GET_WEIGHTS}")
+    if generation is None:
+        raise EngineStartError(
+            f"no CosyVoice model in {model_dir} (no cosyvoice2.yaml or cosyvoice3.yaml); {GET_WEIGHTS}"
+        )
+    return generation
 
 
 class PromptWav:
-    """Prompt audio the service has decoded (16 kHz mono float32), handed to upstream where it wants a path."""
+    """Prompt audio the service has decoded, handed to upstream where it wants a path to read."""
 
-    def __init__(self, samples_16k: np.ndarray):
-        self._samples = np.ascontiguousarray(samples_16k, dtype=np.float32)
+    def __init__(self, prompt: PromptAudio):
+        self._by_rate = {PROMPT_RATE: prompt.samples, WIDE_RATE: prompt.wideband}
 
     def at(self, rate: int) -> torch.Tensor:
-        samples = self._samples if rate == PROMPT_RATE else soxr.resample(self._samples, PROMPT_RATE, rate)
+        samples = self._by_rate.get(rate)
+        if samples is None:
+            samples = soxr.resample(self._by_rate[WIDE_RATE], WIDE_RATE, rate)
         return torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))[None]
 
 
 def load_wav(wav, target_sr: int, min_sr: int = 16000) -> torch.Tensor:
-    """Upstream's ``load_wav(wav, target_sr)`` without torchaudio I/O: mono float32 (1, N) at ``target_sr``."""
-    if isinstance(wav, PromptWav):
-        return wav.at(target_sr)
-    # a path, or a file object as upstream's runtime server passes
-    data = Path(wav).read_bytes() if isinstance(wav, str | os.PathLike) else wav.read()
-    return torch.from_numpy(decode_to_mono(data, "prompt_wav", rate=target_sr))[None]
+    """Upstream's ``load_wav(wav, target_sr)`` for the prompts the adapter hands over: no audio file I/O."""
+    if not isinstance(wav, PromptWav):
+        raise TypeError(f"the service hands upstream decoded prompts only, not {type(wav).__name__}")
+    return wav.at(target_sr)
 
 
 class _WetextNormalizer:
