@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     prompt_min_seconds: float = Field(1.0, gt=0)
     prompt_max_seconds: float = Field(30.0, gt=0)
 
-    max_concurrency: int = Field(2, ge=1)
+    max_concurrency: int = Field(4, ge=1)
     queue_timeout_seconds: float = Field(30.0, gt=0)
     stall_timeout_seconds: float = Field(60.0, gt=0)
     mp3_bitrate_kbps: Literal[32, 48, 64, 96, 128, 160, 192] = 64

@@ -5,8 +5,9 @@ CosyVoice2-0.5B and Fun-CosyVoice3-0.5B (tests/models: the same compute per toke
 they stop at a realistic length, about 6 speech tokens per Chinese character, see tests/models/stopping.py)
 and measures, for each in a process of its own:
 
-- the service (uvicorn in this process, default settings but max_concurrency 4): the engine's first
-  chunk, HTTP first byte of /tts and of /generate_audio stream "True", RTF at concurrency 1, 2 and 4;
+- the service (uvicorn in this process, default settings): the engine's first chunk, HTTP first byte of
+  /tts and of /generate_audio stream "True", RTF at concurrency 1, 2 and 4, for /tts's default path
+  (engine streaming) and with stream=false (upstream's own path, through the service);
 - upstream's own non-streaming path (``inference_sft(stream=False)``, what upstream's runtime server
   runs, one thread per request) on the same loaded model, at concurrency 1, 2 and 4;
 - peak RSS of each phase. Ratios (service / upstream) come from the same run.
@@ -33,6 +34,8 @@ from app.services.engines.base import Mode, SynthesisRequest  # noqa: E402
 TEXT = "今天天气很好，我们一起去公园散步吧。"  # 17 characters, ~4 s of speech
 SPEAKER = "中文女"
 LEVELS = (1, 2, 4)
+SERVICE_PATHS = {"service /tts (default: engine streaming)": True, "service /tts stream=false": False}
+UPSTREAM = "upstream inference_sft(stream=False)"
 
 
 class PeakRss:
@@ -96,7 +99,7 @@ def measure(generation: int, source: Path | None) -> None:
         model_dir = working_copy(cached, Path(tmp) / "model")
         settings = Settings(
             engine="cosyvoice", model_dir=model_dir, data_dir=Path(tmp) / "data", src=source,
-            max_concurrency=4, queue_timeout_seconds=3600, stall_timeout_seconds=3600,
+            queue_timeout_seconds=3600, stall_timeout_seconds=3600,
         )  # fmt: skip
         with live_server(settings) as (url, app):
             run_phases(url, app)
@@ -128,11 +131,13 @@ def run_phases(url: str, app) -> None:
         body = {"mode": "3s极速复刻", "tts_text": TEXT, "spk_id": "bench", "stream": "True"}
         first_generate, _, _ = http_run(url, body, "/generate_audio")
         print(f"  HTTP /generate_audio stream True (cloned voice): first byte {first_generate:.1f} s")
-        for n in LEVELS:
-            wall, results = concurrently(n, lambda: http_run(url, {"tts_text": TEXT, "spk_id": SPEAKER}))
-            audio = sum(r.samples for r in list(synth.recent)[-n:]) / engine.sample_rate
-            first_byte[("service", n)] = max(r[0] for r in results)
-            rtf[("service", n)] = report_level("service /tts", n, wall, [r[0] for r in results], audio)
+        for path, stream in SERVICE_PATHS.items():
+            for n in LEVELS:
+                body = {"tts_text": TEXT, "spk_id": SPEAKER, "stream": stream}
+                wall, results = concurrently(n, lambda body=body: http_run(url, body))
+                audio = sum(r.samples for r in list(synth.recent)[-n:]) / engine.sample_rate
+                first_byte[(path, n)] = max(r[0] for r in results)
+                rtf[(path, n)] = report_level(path, n, wall, [r[0] for r in results], audio)
     print(f"  service peak RSS {service_rss}")
 
     model = engine._model  # the same loaded upstream object
@@ -143,11 +148,12 @@ def run_phases(url: str, app) -> None:
             wall, results = concurrently(n, lambda: upstream_run(model, text))
             firsts = [r[0] for r in results]
             first_byte[("upstream", n)] = max(firsts)
-            rtf[("upstream", n)] = report_level("upstream stream=False", n, wall, firsts, sum(r[1] for r in results))
+            rtf[("upstream", n)] = report_level(UPSTREAM, n, wall, firsts, sum(r[1] for r in results))
     print(f"  upstream peak RSS {upstream_rss}")
-    for name, figures in (("slowest first byte", first_byte), ("aggregate RTF", rtf)):
-        ratios = ", ".join(f"x{n} {figures[('service', n)] / figures[('upstream', n)]:.2f}" for n in LEVELS)
-        print(f"  service / upstream, {name}: {ratios}")
+    for path in SERVICE_PATHS:
+        for name, figures in (("slowest first byte", first_byte), ("aggregate RTF", rtf)):
+            ratios = ", ".join(f"x{n} {figures[(path, n)] / figures[('upstream', n)]:.2f}" for n in LEVELS)
+            print(f"  {path} / upstream, {name}: {ratios}")
 
 
 def main() -> None:

@@ -71,28 +71,33 @@ def cache_root() -> Path:
     return Path(os.environ.get("COSYVOICE_MODEL_CACHE", default))
 
 
-def _fingerprint(generation: int, size: str, seed: int) -> str:
-    """Changes when the builder, the settings or the upstream code that builds the modules change."""
+def _name(generation: int, size: str, seed: int) -> tuple[str, str]:
+    """(kind, fingerprint): the fingerprint changes with the builder, the settings or the upstream code."""
     import cosyvoice
 
-    digest = hashlib.sha256(f"{generation}/{size}/{seed}/{Path(cosyvoice.__file__).resolve()}".encode())
+    code = Path(cosyvoice.__file__).resolve()
+    kind = f"cosyvoice{generation}-{size}-{'wheel' if 'site-packages' in code.parts else 'upstream'}"
+    digest = hashlib.sha256(f"{generation}/{size}/{seed}/{code}".encode())
     for source in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(source.read_bytes())
-    return digest.hexdigest()[:12]
+    return kind, digest.hexdigest()[:12]
 
 
 def cached_model(generation: int = 2, size: str = "tiny", seed: int = 0) -> Path:
-    """A model dir built once per code version and kept in the cache; safe with parallel test processes."""
+    """A model dir built once per code version and kept in the cache (older builds of its kind are removed);
+    safe with parallel test processes."""
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"cosyvoice{generation}-{size}-{_fingerprint(generation, size, seed)}"
+    kind, fingerprint = _name(generation, size, seed)
+    final = root / f"{kind}-{fingerprint}"
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (final / "spk2info.pt").is_file():
+            for older in root.glob(f"{kind}-*"):
+                shutil.rmtree(older, ignore_errors=True)
             partial = root / f".{final.name}.partial"
             shutil.rmtree(partial, ignore_errors=True)
             build_model(partial, generation, size, seed)
-            shutil.rmtree(final, ignore_errors=True)
             partial.rename(final)
     return final
 

@@ -104,9 +104,7 @@ _CFM = """\
                 reg_loss_type: 'l1'
 """
 
-_FLOW2 = """\
-flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithXvec
-    input_size: 512
+_FLOW_FIELDS = """\
     output_size: 80
     spk_embed_dim: !ref <spk_embed_dim>
     output_type: 'mel'
@@ -115,7 +113,12 @@ flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithXvec
     only_mask_loss: True
     token_mel_ratio: !ref <token_mel_ratio>
     pre_lookahead_len: 3
-    encoder: !new:cosyvoice.transformer.upsample_encoder.UpsampleConformerEncoder
+"""
+
+_FLOW2 = """\
+flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithXvec
+    input_size: 512
+{flow_fields}    encoder: !new:cosyvoice.transformer.upsample_encoder.UpsampleConformerEncoder
         output_size: 512
         attention_heads: {flow_heads}
         linear_units: {flow_ffn}
@@ -148,15 +151,7 @@ flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithXvec
 _FLOW3 = """\
 flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithDiT
     input_size: 80
-    output_size: 80
-    spk_embed_dim: !ref <spk_embed_dim>
-    output_type: 'mel'
-    vocab_size: 6561
-    input_frame_rate: !ref <token_frame_rate>
-    only_mask_loss: True
-    token_mel_ratio: !ref <token_mel_ratio>
-    pre_lookahead_len: 3
-    pre_lookahead_layer: !new:cosyvoice.transformer.upsample_encoder.PreLookaheadLayer
+{flow_fields}    pre_lookahead_layer: !new:cosyvoice.transformer.upsample_encoder.PreLookaheadLayer
         in_channels: 80
         channels: {lookahead_channels}
         pre_lookahead_len: 3
@@ -241,6 +236,6 @@ _GENERATIONS = {
 def render_yaml(generation: int, sizes: Sizes, seed: int, size_name: str) -> str:
     parts = _GENERATIONS[generation]
     values = {**asdict(sizes), **parts, "generation": generation, "seed": seed, "size_name": size_name}
-    values.update(flow_seed=seed + 1, hift_seed=seed + 2, cfm=_CFM)
+    values.update(flow_seed=seed + 1, hift_seed=seed + 2, cfm=_CFM, flow_fields=_FLOW_FIELDS)
     template = _COMMON + parts["flow"] + _HIFT
     return template.format(**values)
