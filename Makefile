@@ -56,11 +56,12 @@ lint: install
 test: install-cosyvoice lint
 	@$(MAKE) --no-print-directory -j3 --output-sync=target $(LANES:%=test-lane-%)
 
-test-lane-fr-infer-cv2: install-cosyvoice
+# the lanes need the engine installed; `test` (or `make install-cosyvoice`) chooses the upstream code once
+test-lane-fr-infer-cv2: $(VENV)/.cosyvoice-installed
 	env -u COSYVOICE_SRC $(BIN)/pytest -q --lane fr-infer-cv2
 
 # a static pattern rule: make searches no implicit rule for a phony target
-test-lane-upstream-cv2 test-lane-upstream-cv3: test-lane-upstream-%: install-cosyvoice
+test-lane-upstream-cv2 test-lane-upstream-cv3: test-lane-upstream-%: $(VENV)/.cosyvoice-installed
 	$(WITH_UPSTREAM) $(BIN)/pytest -q --lane upstream-$* tests/test_cosyvoice.py tests/test_cosyvoice_runtime.py
 
 bench: install $(ENGINE_INSTALL)

@@ -31,7 +31,7 @@ from bench import CLIENT, http_run  # noqa: E402
 from app.config import Settings  # noqa: E402
 from app.services.engines.base import Mode, SynthesisRequest  # noqa: E402
 
-TEXT = "今天天气很好，我们一起去公园散步吧。"  # 17 characters, ~4 s of speech
+TEXT = "今天天气很好，我们一起去公园散步吧。"  # 18 characters, ~4.5 s of speech
 SPEAKER = "中文女"
 LEVELS = (1, 2, 4)
 SERVICE_PATHS = {"service /tts (default: engine streaming)": True, "service /tts stream=false": False}

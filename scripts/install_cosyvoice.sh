@@ -11,7 +11,7 @@
 #                                   fr-infer frontend's `tn` normalisers import for real (no shim needed)
 set -euo pipefail
 
-VENV=${1:?usage: install.sh VENV_DIR}
+VENV=${1:?usage: install_cosyvoice.sh VENV_DIR}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY="$VENV/bin/python"
 [ -x "$PY" ] || { echo "no python at $PY" >&2; exit 1; }

@@ -5,7 +5,9 @@ dying upstream LLM thread, each through HTTP.
 """
 
 import concurrent.futures
+import json
 import logging
+import socket
 import threading
 import time
 
@@ -95,11 +97,11 @@ def test_a_client_leaving_mid_stream_stops_upstreams_llm_thread(cv_settings):
             assert next(response.iter_raw())
         synth = app.state.speech.synthesizer
         deadline = time.monotonic() + 30
-        while (synth.active or model.tts_speech_token_dict) and time.monotonic() < deadline:
+        while (synth.active or model.tts_speech_token_dict or _llm_threads()) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert synth.active == 0 and synth.stats.cancelled == 1
         assert model.tts_speech_token_dict == {} and model.hift_cache_dict == {}  # upstream state dropped
-        assert not [t for t in threading.enumerate() if "llm_job" in repr(getattr(t, "_target", ""))]
+        assert not _llm_threads()
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -121,3 +123,80 @@ def test_a_dying_llm_thread_is_a_json_error_naming_the_cause(cv, monkeypatch, ca
     monkeypatch.undo()
     audio(cv.post("/tts", json=body))  # the engine serves the next request
     assert model.tts_speech_token_dict == {} and model.llm_end_dict == {}
+
+
+def test_the_seed_endpoints_stream_from_the_engine_by_default(cv):
+    synth = cv.app.state.speech.synthesizer
+    for stream, several_chunks in ((None, True), (False, False)):
+        body = {"tts_text": TEXT, "spk_id": "中文女"} | ({} if stream is None else {"stream": stream})
+        audio(cv.post("/tts", json=body))
+        record = synth.recent[-1]
+        assert (record.first_chunk_samples < record.samples) == several_chunks, (stream, record)
+
+
+def test_concurrent_requests_run_inside_the_engine_at_the_same_time(cv_settings, monkeypatch):
+    """Upstream's vocoding steps of different requests overlap (a lock around them would serialise them)."""
+    with live_server(cv_settings) as (url, app):
+        model = app.state.speech.engine._model.model
+        original, spans = model.token2wav, []
+
+        def slow_token2wav(*args, **kwargs):
+            started = time.monotonic()
+            time.sleep(0.3)  # widen each step, so that steps which may overlap do
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spans.append((started, time.monotonic(), threading.get_ident()))
+
+        monkeypatch.setattr(model, "token2wav", slow_token2wav)
+        body = {"tts_text": TEXT, "spk_id": "中文女"}
+        _at_once(3, lambda: audio(httpx.post(f"{url}/tts", json=body, timeout=300)))
+    overlapping = [
+        (a, b) for a in spans for b in spans if a[2] != b[2] and a[0] < b[0] < a[1]
+    ]  # a step of one request began while another request's step was running
+    assert overlapping, spans
+
+
+def _at_once(n: int, job):
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        started = time.monotonic()
+        results = list(pool.map(lambda _: job(), range(n)))
+    return time.monotonic() - started, results
+
+
+def test_a_client_leaving_before_the_first_byte_ends_the_llm_at_its_next_token(cv_settings, monkeypatch):
+    """With stream=false the first byte waits for the whole sentence; a client that leaves before it
+    must not keep the LLM busy until then."""
+    with live_server(cv_settings) as (url, app):
+        model, synth = app.state.speech.engine._model.model, app.state.speech.synthesizer
+        original, tokens = model.llm.inference, []
+
+        def counting(*args, **kwargs):
+            for token in original(*args, **kwargs):
+                tokens.append(token)
+                yield token
+
+        monkeypatch.setattr(model.llm, "inference", counting)
+        sentence = TWO_SENTENCES.split(". ")[0] + "."
+        body = json.dumps({"tts_text": sentence, "spk_id": "英文男", "stream": False}).encode()
+        host, port = url.removeprefix("http://").split(":")
+        client = socket.create_connection((host, int(port)))
+        client.sendall(
+            b"POST /tts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        deadline = time.monotonic() + 30
+        while len(tokens) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        client.close()
+        while (synth.active or _llm_threads()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert synth.active == 0 and not _llm_threads() and synth.stats.cancelled == 1
+        # upstream decodes at least 2 speech tokens per text token (here one per UTF-8 byte) before it may stop
+        assert 5 <= len(tokens) < 2 * len(sentence.encode()), len(tokens)
+        assert model.tts_speech_token_dict == {} and model.llm_end_dict == {}
+
+
+def _llm_threads() -> list:
+    return [t for t in threading.enumerate() if "llm_job" in repr(getattr(t, "_target", ""))]

@@ -7,7 +7,7 @@ import wave
 import httpx
 import torch
 
-from app.services.audio import PROMPT_RATE
+from app.services.audio import WIDE_RATE
 from tests.audio_utils import decode
 from tests.conftest import EN_PROMPT, clone, error_of, live_server, running
 
@@ -35,8 +35,8 @@ def test_voice_survives_restart_in_spk2info_with_its_source(settings, male_promp
     assert set(table) == {"bob"} and table["bob"]["engine"] == "espeak"
     assert (voices_dir / "voice_sources" / "bob.txt").read_text() == EN_PROMPT
     with wave.open(io.BytesIO((voices_dir / "voice_sources" / "bob.wav").read_bytes())) as source:
-        assert source.getframerate() == PROMPT_RATE and source.getnchannels() == 1
-        assert source.getnframes() > 3 * PROMPT_RATE
+        assert source.getframerate() == WIDE_RATE and source.getnchannels() == 1
+        assert source.getnframes() > 3 * WIDE_RATE
     with running(settings) as client:
         assert "bob" in client.get("/get_available_spks").json()["cloned"]
         after = decode(client.post("/tts", json={"tts_text": TEXT, "spk_id": "bob"}).content)

@@ -101,10 +101,10 @@ class SpeechService:
         profile, prompt = await self.make_voice(prompt_text, upload)
         if user_id:
             save = self.user_voices.save
-            await self.in_storage(save, user_id, spk_id, profile, prompt_text, prompt.samples, overwrite)
+            await self.in_storage(save, user_id, spk_id, profile, prompt_text, prompt, overwrite)
             voice = Voice(spk_id, False, profile)
         else:
-            voice = await asyncio.to_thread(self.voices.add, spk_id, profile, prompt_text, prompt.samples, overwrite)
+            voice = await asyncio.to_thread(self.voices.add, spk_id, profile, prompt_text, prompt, overwrite)
         log.info("cloned voice %r from %.1f s of speech", spk_id, prompt.speech_seconds)
         return voice
 
@@ -183,7 +183,7 @@ class SpeechService:
             if spec.save_as and spec.mode is Mode.ZERO_SHOT:
                 check_name("exp_name", spec.save_as)
                 save = self.user_voices.save
-                args = (spec.user_id, spec.save_as, profile, spec.prompt_text.strip(), prompt.samples, True)
+                args = (spec.user_id, spec.save_as, profile, spec.prompt_text.strip(), prompt, True)
                 await self.in_storage(save, *args)
             return SynthesisRequest(voice=profile, **common)
         if spec.spk_id:

@@ -8,6 +8,7 @@ piling audio up in memory, and a client that goes away stops the engine at the n
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import threading
 import time
@@ -113,7 +114,8 @@ class AudioStream:
         self.started = time.perf_counter()
         self.first_chunk_at: float | None = None
         self.first_chunk_samples = 0
-        self.done = synthesizer.submit(self._work, request, encoder)
+        # the engine may watch the same event to stop its work early, not only at its next chunk
+        self.done = synthesizer.submit(self._work, dataclasses.replace(request, cancelled=self._cancelled), encoder)
 
     # -- worker thread --------------------------------------------------------------------
     def _work(self, request: SynthesisRequest, encoder: Encoder) -> str:
@@ -129,6 +131,9 @@ class AudioStream:
                     if not self._hand_over(encoder.encode(chunk[start : start + self._slice])):
                         self._deliver(("error", StreamClosed("the stream was closed before it ended")))
                         return "cancelled"
+            if self._cancelled.is_set():  # the engine stopped early because nobody listens any more
+                self._deliver(("error", StreamClosed("the stream was closed before it ended")))
+                return "cancelled"
             if self.samples == 0:
                 raise InvalidInput("tts_text: the engine produced no audio for this text (nothing speakable?)")
             self._hand_over(encoder.flush())

@@ -16,12 +16,11 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from app.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
 from app.names import check_name
-from app.services.audio import PROMPT_RATE, wav_bytes
+from app.services.audio import WIDE_RATE, PromptAudio, wav_bytes
 from app.services.engines.base import SpeechEngine
 from app.storage import ObjectNotFound, Storage
 from app.storage.local import atomic_write_bytes
@@ -124,12 +123,12 @@ class UserVoices:
         if not overwrite and self.storage.exists(voice_key(user_id, name)):
             raise Conflict(f"spk_id: user {user_id!r} already has a voice named {name!r}; send overwrite=true")
 
-    def save(self, user_id: str, name: str, profile: dict, prompt_text: str, prompt_16k: np.ndarray, overwrite: bool):
+    def save(self, user_id: str, name: str, profile: dict, prompt_text: str, prompt: PromptAudio, overwrite: bool):
         check_name("spk_id", name)
         key = voice_key(user_id, name)
         self.ensure_writable(user_id, name, overwrite)
         sources = f"{user_id}/{VOICE_FOLDER}/sources/{name}"
-        self.storage.put(f"{sources}.wav", wav_bytes(prompt_16k, PROMPT_RATE))
+        self.storage.put(f"{sources}.wav", wav_bytes(prompt.wideband, WIDE_RATE))
         self.storage.put(f"{sources}.txt", prompt_text.encode("utf-8"))
         buffer = io.BytesIO()
         torch.save(profile, buffer)

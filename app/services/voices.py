@@ -16,12 +16,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from app.errors import Conflict, Forbidden, InvalidInput, NotFound, ServiceError
 from app.names import check_name
-from app.services.audio import PROMPT_RATE, wav_bytes
+from app.services.audio import WIDE_RATE, PromptAudio, wav_bytes
 from app.services.engines.base import SpeechEngine
 from app.storage.local import atomic_write_bytes
 
@@ -94,10 +93,10 @@ class VoiceLibrary:
         return self._unreadable
 
     # -- writing --------------------------------------------------------------------------
-    def add(self, spk_id: str, profile: dict, prompt_text: str, prompt_16k: np.ndarray, overwrite: bool) -> Voice:
+    def add(self, spk_id: str, profile: dict, prompt_text: str, prompt: PromptAudio, overwrite: bool) -> Voice:
         check_name("spk_id", spk_id)
         self.ensure_writable(spk_id, overwrite)
-        sources = {".wav": wav_bytes(prompt_16k, PROMPT_RATE), ".txt": prompt_text.encode("utf-8")}
+        sources = {".wav": wav_bytes(prompt.wideband, WIDE_RATE), ".txt": prompt_text.encode("utf-8")}
         with self._locked_for_change():
             self.ensure_writable(spk_id, overwrite, reload=False)
             # sources go to staging names first: a failed save leaves the old voice and its source intact

@@ -76,7 +76,9 @@ def _name(generation: int, size: str, seed: int) -> tuple[str, str]:
     import cosyvoice
 
     code = Path(cosyvoice.__file__).resolve()
-    kind = f"cosyvoice{generation}-{size}-{'wheel' if 'site-packages' in code.parts else 'upstream'}"
+    origin = "wheel" if "site-packages" in code.parts else "upstream"
+    checkout = hashlib.sha256(str(Path(__file__).resolve().parents[2]).encode()).hexdigest()[:6]
+    kind = f"cosyvoice{generation}-{size}-{origin}-{checkout}"  # each checkout keeps its own builds
     digest = hashlib.sha256(f"{generation}/{size}/{seed}/{code}".encode())
     for source in sorted(Path(__file__).parent.glob("*.py")):
         digest.update(source.read_bytes())
@@ -107,10 +109,12 @@ def working_copy(model_dir: Path, into: Path) -> Path:
     may clone voices (spk2info.pt, voice_sources/) without touching the cached model."""
     into.mkdir(parents=True, exist_ok=True)
     for item in model_dir.iterdir():
+        target = into / item.name
         if item.name == "spk2info.pt":
-            shutil.copy(item, into / item.name)
+            shutil.copy(item, target)
         elif item.name != "voice_sources" and not item.name.startswith("."):
-            (into / item.name).symlink_to(item)
+            target.unlink(missing_ok=True)  # a link left by an earlier copy
+            target.symlink_to(item)
     return into
 
 

@@ -1,5 +1,6 @@
 """What every speech engine offers the service. Engines know nothing of HTTP, storage or users."""
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -36,6 +37,7 @@ class SynthesisRequest:
     speed: float = 1.0
     seed: int = 0
     stream: bool = True
+    cancelled: threading.Event | None = None  # set when nobody wants the audio any more (the client left)
 
 
 class VoiceRejected(ValueError):

@@ -9,10 +9,12 @@ inspecting the installed code). What it takes care of:
   sentence that needs it, and long text streams sentence by sentence on both generations;
 - voices: each request passes a fresh copy of its voice under a key of its own (upstream's frontend
   mutates cached entries and reads instruct2's instruction from the cached prompt);
-- requests run concurrently without a lock, each through its own view of the model (``session.py``);
+- requests run concurrently without a lock, each on its own shallow copy of the model (``session.py``),
+  and a request whose client left ends its LLM thread at the next token;
 - prompt audio reaches upstream already decoded by the service (``upstream.py``).
 """
 
+import copy
 import inspect
 import logging
 import uuid
@@ -25,7 +27,7 @@ import torch
 from app.errors import EngineFailure, InvalidInput
 from app.services.audio import PromptAudio
 from app.services.engines.base import MODE_LABELS, Mode, SynthesisRequest, VoiceRejected
-from app.services.engines.cosyvoice.session import Overlay, RequestModel
+from app.services.engines.cosyvoice.session import RequestSession
 from app.services.engines.cosyvoice.upstream import (
     GET_UPSTREAM,
     GET_WEIGHTS,
@@ -143,6 +145,8 @@ class CosyVoiceEngine:
         texts = self._texts(request.text, needs_mark)
         self._seed_all(request.seed)
         for text in texts:
+            if request.cancelled is not None and request.cancelled.is_set():
+                return
             yield from self._run(request, voice, sft, text)
 
     def _request_voice(self, request: SynthesisRequest) -> dict:
@@ -188,8 +192,9 @@ class CosyVoiceEngine:
         key = f"__req_{uuid.uuid4().hex}"
         spk2info = self._model.frontend.spk2info
         spk2info[key] = fresh(voice)  # upstream may change what it reads
-        model = RequestModel(self._model.model, self._initial_hop)
-        cosyvoice = Overlay(self._model, model=model)
+        session = RequestSession(self._model.model, self._initial_hop, request.cancelled)
+        cosyvoice = copy.copy(self._model)
+        cosyvoice.model = session.model
         stream = request.stream and request.speed == 1.0  # upstream applies speed only when not streaming
         options = {"stream": stream, "speed": request.speed, "text_frontend": False}
         unused_prompt = "" if self._takes_paths else torch.zeros(1, 0)
@@ -203,23 +208,25 @@ class CosyVoiceEngine:
             generator = cosyvoice.inference_zero_shot(text, "", unused_prompt, zero_shot_spk_id=key, **options)
         try:
             for output in generator:
-                _raise_failure(model)
+                _raise_failure(session)
                 yield output["tts_speech"].reshape(-1).numpy().astype(np.float32, copy=False)
-            _raise_failure(model)
+            _raise_failure(session)
         except EngineFailure:
             raise
         except Exception:
-            _raise_failure(model)  # the LLM's failure, not what upstream tripped on after it
+            _raise_failure(session)  # the LLM's failure, not what upstream tripped on after it
+            if request.cancelled is not None and request.cancelled.is_set():
+                return  # upstream tripped on the few tokens of a request its client left
             raise
         finally:
             generator.close()
             spk2info.pop(key, None)
-            model.stop()
+            session.stop()
 
 
-def _raise_failure(model: RequestModel) -> None:
-    if model.failure is not None:
-        cause = model.failure
+def _raise_failure(session: RequestSession) -> None:
+    if session.failure is not None:
+        cause = session.failure
         raise EngineFailure(
             f"the CosyVoice model failed while generating speech tokens ({type(cause).__name__}: {cause})"
         ) from cause

@@ -1,95 +1,90 @@
-"""One request's view of upstream's model objects: shared weights, state of its own, no lock.
+"""One request's own copy of upstream's model object: shared weights and tables, state of its own, no lock.
 
 Upstream keeps some per-request state on the shared model instance (``CosyVoice2Model.token_hop_len``
-grows during a stream and is never reset) and runs each request's LLM in a thread whose death it
-does not notice (the model then vocodes zero tokens and fails with an unrelated error). A request
-therefore runs upstream's own methods bound to an ``Overlay`` of the model: reads go through to the
-shared instance, attributes the methods assign stay with the request, and the LLM thread is wrapped
-so that its session id and any failure are known to the request.
+grows during a stream and is never reset) and runs each request's LLM in a thread whose death it does not
+notice (the model then vocodes zero tokens and fails with an unrelated error). A request therefore runs
+upstream's own methods on a shallow copy of the model: the weights, the per-session dicts and their lock
+are the shared ones, attributes upstream's methods assign (the hop length) stay with the copy, and the
+copy's ``llm_job`` is wrapped so that the LLM thread's session id, its failure and its end are the
+request's to know and to decide.
 """
 
-import inspect
+import copy
 import logging
+import threading
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-
-class Overlay:
-    """Reads through to ``base``; methods of base's class run bound to the overlay; assignments stay here."""
-
-    def __init__(self, base, **own):
-        object.__setattr__(self, "_base", base)
-        self.__dict__.update(own)
-
-    @property
-    def __class__(self):  # upstream checks isinstance(self.model, CosyVoice2Model) and self.__class__.__name__
-        return type(self._base)
-
-    def __getattr__(self, name: str):
-        base = self._base
-        attribute = inspect.getattr_static(type(base), name, None)
-        if hasattr(attribute, "__get__") and name not in vars(base):  # methods, whatever wraps them
-            return attribute.__get__(self, type(base))
-        return getattr(base, name)
+_SESSION_DICTS = ("tts_speech_token_dict", "llm_end_dict", "hift_cache_dict", "mel_overlap_dict", "flow_cache_dict")
 
 
 class _StopSynthesis(Exception):
-    """Raised inside an abandoned request's LLM thread to end it."""
+    """Raised inside a request's LLM thread to end it."""
 
 
-class _StopOnAppend(list):
-    """Replaces a request's token list: the LLM thread's next token removes it and stops the thread."""
+class _Tokens(list):
+    """A request's token list: the LLM thread's next token ends the thread once the request is over."""
 
-    def __init__(self, table: dict, key: str):
-        super().__init__()
-        self._table, self._key = table, key
+    def __init__(self, tokens: list, over: Callable[[], bool]):
+        super().__init__(tokens)
+        self._over = over
 
-    def append(self, _item) -> None:
-        self._table.pop(self._key, None)
-        raise _StopSynthesis
+    def append(self, token) -> None:
+        if self._over():
+            raise _StopSynthesis
+        super().append(token)
 
 
-class RequestModel(Overlay):
-    """Upstream's ``CosyVoice2Model`` / ``CosyVoice3Model`` as one request sees it."""
+class RequestSession:
+    """Upstream's ``CosyVoice2Model`` / ``CosyVoice3Model`` as one request runs it (``self.model``)."""
 
-    def __init__(self, model, token_hop_len: int | None):
-        super().__init__(model, sessions=[], failure=None, stopped=False)
+    def __init__(self, model, token_hop_len: int | None, cancelled: threading.Event | None = None):
+        self._shared = model
+        self._cancelled = cancelled or threading.Event()  # set when the request's client has gone
+        self.sessions: list[str] = []
+        self.failure: Exception | None = None
+        self.stopped = False
+        self.model = copy.copy(model)
         if token_hop_len is not None:
-            self.token_hop_len = token_hop_len  # grows during this request's stream only
+            self.model.token_hop_len = token_hop_len  # grows during this request's stream only
+        self.model.llm_job = self._llm_job  # upstream starts `self.llm_job` in a thread of its own
 
-    def llm_job(self, *args, **kwargs) -> None:
+    def _over(self) -> bool:
+        return self.stopped or self._cancelled.is_set()
+
+    def _llm_job(self, *args, **kwargs) -> None:
+        shared = self._shared
         session = kwargs.get("uuid", args[-1] if args else None)
-        with self._base.lock:
+        with shared.lock:
             self.sessions.append(session)
-            stopped_before_start = self.stopped
+            if session in shared.tts_speech_token_dict:
+                shared.tts_speech_token_dict[session] = _Tokens(shared.tts_speech_token_dict[session], self._over)
         try:
-            if not stopped_before_start:
-                type(self._base).llm_job(self, *args, **kwargs)
+            if not self._over():
+                type(shared).llm_job(self.model, *args, **kwargs)
         except _StopSynthesis:
             pass
         except Exception as exc:  # noqa: BLE001 - kept for the request, which raises it with its cause
             self.failure = exc
             log.error("upstream's LLM thread failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
-            with self._base.lock:
-                if session in self._base.llm_end_dict:
-                    self._base.llm_end_dict[session] = True  # or upstream's stream waits for tokens forever
         finally:
-            with self._base.lock:
-                if self.stopped:  # e.g. stopped while computing its last token: nothing else will clean up
-                    self._drop(session)
+            with shared.lock:
+                if self.stopped:  # nothing else will clean up after this thread
+                    _drop(shared, session)
+                elif session in shared.llm_end_dict:
+                    shared.llm_end_dict[session] = True  # ended early: upstream's loop must not wait for more
 
     def stop(self) -> None:
-        """End this request's LLM threads if still running and drop upstream's state for its sessions."""
-        model = self._base
-        with model.lock:
+        """End this request's LLM threads at their next token and drop upstream's state for its sessions."""
+        with self._shared.lock:
             self.stopped = True
             for session in self.sessions:
-                running = model.llm_end_dict.get(session) is False
-                self._drop(session)
-                if running:  # its next token ends it (and the thread's own clean-up runs again)
-                    model.tts_speech_token_dict[session] = _StopOnAppend(model.tts_speech_token_dict, session)
+                if self._shared.llm_end_dict.get(session) is not False:  # its thread is over
+                    _drop(self._shared, session)
 
-    def _drop(self, session: str) -> None:
-        """Forget upstream's per-request state of ``session`` (call with the model's lock held)."""
-        for name in ("tts_speech_token_dict", "llm_end_dict", "hift_cache_dict", "mel_overlap_dict", "flow_cache_dict"):
-            getattr(self._base, name, {}).pop(session, None)
+
+def _drop(model, session: str) -> None:
+    """Forget upstream's per-request state of ``session`` (call with the model's lock held)."""
+    for name in _SESSION_DICTS:
+        getattr(model, name, {}).pop(session, None)
