@@ -63,15 +63,39 @@ def _endpoint_calls(prompt: bytes) -> dict:
     }
 
 
-def test_every_synthesis_endpoint_and_mode(cv, male_prompt):
+@pytest.mark.parametrize("stream", [True, False])
+def test_every_synthesis_endpoint_and_mode(cv, male_prompt, stream):
     assert clone(cv, "guide", male_prompt).status_code == 200
     for name, (path, request) in _endpoint_calls(male_prompt).items():
-        response = cv.post(path, **request)
+        form = "json" if "json" in request else "data"
+        response = cv.post(path, **request | {form: request[form] | {"stream": stream}})
         assert response.headers.get("content-type") == "audio/mpeg", (name, response.text)
         audio(response)
-    response = cv.post("/tts/pcm", json={"tts_text": TEXT, "spk_id": "中文女"})
-    assert response.headers["x-sample-rate"] == str(RATE)
-    assert decode_pcm(response.content, RATE).seconds > 0.2
+    for speaker in ("中文女", "guide"):
+        response = cv.post("/tts/pcm", json={"tts_text": TEXT, "spk_id": speaker, "stream": stream})
+        assert response.headers["x-sample-rate"] == str(RATE)
+        assert decode_pcm(response.content, RATE).seconds > 0.2
+
+
+def test_voices_and_the_seed_storage_fields(cv_settings, cv, male_prompt):
+    """/voices and /generate_audio's OSS-style fields on the real engine: a prompt in the user's storage
+    (prompt_speech_16k) makes a voice that exp_name saves and spk_customize then speaks with."""
+    prompts = cv_settings.data_dir / "storage" / "carol" / "prompts"
+    prompts.mkdir(parents=True)
+    (prompts / "ref.wav").write_bytes(male_prompt)
+    body = {"mode": "3s极速复刻", "tts_text": TEXT, "prompt_text": EN_PROMPT, "prompt_speech_16k": "prompts/ref.wav"}
+    audio(cv.post("/generate_audio", json=body | {"user_id": "carol", "exp_name": "exp1", "stream": "False"}))
+    assert (cv_settings.data_dir / "storage" / "carol" / "model" / "cosyvoice" / "exp1.pt").is_file()
+    for mode in ("预训练音色", "3s极速复刻", "跨语种复刻", "自然语言控制"):
+        body = {"mode": mode, "tts_text": TEXT, "spk_customize": "exp1", "user_id": "carol", "prompt_text": "慢一点"}
+        audio(cv.post("/generate_audio", json=body))
+    assert clone(cv, "temp", male_prompt).status_code == 200
+    described = cv.get("/voices/temp").json()
+    assert described["kind"] == "zero_shot" and described["prompt_seconds"] > 3
+    assert cv.delete("/voices/temp").status_code == 200
+    assert "temp" not in cv.get("/get_available_spks").json()["cloned"]
+    response = cv.post("/tts", json={"tts_text": TEXT, "spk_id": "temp"})
+    assert response.status_code == 404 and error_of(response)["message"].startswith("spk_id:")
 
 
 GENERATE = {
