@@ -129,11 +129,9 @@ class AudioStream:
                 # encode long chunks in slices, so the first bytes leave before the whole chunk is encoded
                 for start in range(0, chunk.size, self._slice):
                     if not self._hand_over(encoder.encode(chunk[start : start + self._slice])):
-                        self._deliver(("error", StreamClosed("the stream was closed before it ended")))
-                        return "cancelled"
+                        return self._closed()
             if self._cancelled.is_set():  # the engine stopped early because nobody listens any more
-                self._deliver(("error", StreamClosed("the stream was closed before it ended")))
-                return "cancelled"
+                return self._closed()
             if self.samples == 0:
                 raise InvalidInput("tts_text: the engine produced no audio for this text (nothing speakable?)")
             self._hand_over(encoder.flush())
@@ -144,6 +142,10 @@ class AudioStream:
             return "failed"
         finally:
             chunks.close()
+
+    def _closed(self) -> str:
+        self._deliver(("error", StreamClosed("the stream was closed before it ended")))
+        return "cancelled"
 
     def _hand_over(self, data: bytes) -> bool:
         """Pass encoded bytes to the event loop; False when the stream was closed or stalled."""
