@@ -6,6 +6,12 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# OpenAI's voice names -> voices of this server (built-in or cloned); COSYVOICE_OPENAI_VOICES (JSON) replaces it
+DEFAULT_OPENAI_VOICES = {
+    **dict.fromkeys(("alloy", "coral", "nova", "sage", "shimmer", "marin"), "英文女"),
+    **dict.fromkeys(("ash", "ballad", "echo", "fable", "onyx", "verse", "cedar"), "英文男"),
+}
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COSYVOICE_", env_file=".env", extra="ignore")
@@ -45,6 +51,8 @@ class Settings(BaseSettings):
     storage_timeout_seconds: float = Field(10.0, gt=0)
     storage_retries: int = Field(2, ge=0, le=10)
     voice_cache_mb: float = Field(200.0, gt=0)
+
+    openai_voices: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_OPENAI_VOICES))
 
     log_level: str = "INFO"
 

@@ -19,9 +19,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.config import Settings  # noqa: E402
-from app.services.engines.base import Mode, SynthesisRequest  # noqa: E402
-from app.services.engines.model_dir import cosyvoice_generation  # noqa: E402
-from app.services.mp3 import Mp3Encoder  # noqa: E402
+from app.core.mp3 import Mp3Encoder  # noqa: E402
+from app.engines.base import Mode, SynthesisRequest  # noqa: E402
+from app.engines.model_dir import cosyvoice_generation  # noqa: E402
 from tests.server import live_server  # noqa: E402
 
 TEXTS = {
@@ -37,7 +37,7 @@ TEXTS = {
 def tiny_model_if_needed(settings: Settings) -> Settings:
     if settings.engine != "cosyvoice" or cosyvoice_generation(settings.model_dir) is not None:
         return settings
-    from app.services.engines.cosyvoice import import_upstream
+    from app.engines.cosyvoice import import_upstream
     from tests.models import cached_model, working_copy
 
     import_upstream(settings.src)

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import CLIENT, http_run  # noqa: E402
 
 from app.config import Settings  # noqa: E402
-from app.services.engines.base import Mode, SynthesisRequest  # noqa: E402
+from app.engines.base import Mode, SynthesisRequest  # noqa: E402
 
 TEXT = "今天天气很好，我们一起去公园散步吧。"  # 18 characters, ~4.5 s of speech
 SPEAKER = "中文女"
@@ -87,7 +87,7 @@ def report_level(label: str, n: int, wall: float, firsts: list[float], audio: fl
 
 
 def measure(generation: int, source: Path | None) -> None:
-    from app.services.engines.cosyvoice import import_upstream
+    from app.engines.cosyvoice import import_upstream
     from tests.models import cached_model, working_copy
     from tests.server import live_server
 
@@ -106,7 +106,7 @@ def measure(generation: int, source: Path | None) -> None:
 
 
 def run_phases(url: str, app) -> None:
-    from app.services.engines.espeak import EspeakEngine
+    from app.engines.espeak import EspeakEngine
     from tests.audio_utils import wav
     from tests.conftest import EN_PROMPT, spoken
 

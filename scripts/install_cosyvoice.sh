@@ -88,7 +88,7 @@ x = torch.sin(2 * torch.pi * 440 * torch.arange(16000) / 16000)[None]
 assert kaldi.fbank(x, num_mel_bins=80, dither=0, sample_frequency=16000).shape == (98, 80)
 assert torchaudio.transforms.Resample(16000, 24000)(x).shape == (1, 24000)
 sys.path.insert(0, sys.argv[3])
-from app.services.engines.cosyvoice import import_upstream  # the adapter's own import path (tn stand-in included)
+from app.engines.cosyvoice import import_upstream  # the adapter's own import path (tn stand-in included)
 import_upstream(None)
 from cosyvoice.cli.cosyvoice import CosyVoice2  # noqa: F401
 from cosyvoice.cli.frontend import CosyVoiceFrontEnd  # noqa: F401

@@ -50,7 +50,7 @@ if [ -n "$SRC" ]; then
 import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
-from app.services.engines.cosyvoice import import_upstream
+from app.engines.cosyvoice import import_upstream
 upstream, _ = import_upstream(Path(sys.argv[1]))
 assert hasattr(upstream, "CosyVoice3"), f"{upstream.__file__} has no CosyVoice3"
 import cosyvoice.flow.DiT.dit, cosyvoice.hifigan.generator, cosyvoice.llm.llm  # noqa: F401,E401

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from app.services import prosody
-from app.services.audio import wav_bytes as wav  # noqa: F401 - re-exported for the tests
+from app.core import prosody
+from app.core.audio import wav_bytes as wav  # noqa: F401 - re-exported for the tests
 
 # (container format, codec, file suffix, extra codec options)
 FORMATS = {

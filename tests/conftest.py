@@ -8,9 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
+from app.engines.base import Mode, SynthesisRequest
+from app.engines.espeak import EspeakEngine
 from app.main import create_app
-from app.services.engines.base import Mode, SynthesisRequest
-from app.services.engines.espeak import EspeakEngine
 from tests.audio_utils import wav
 from tests.server import live_server  # noqa: F401 - used by the tests through conftest
 
@@ -122,7 +122,7 @@ def lane_source(lane) -> Path | None:
 @pytest.fixture(scope="session")
 def tiny_model(lane, lane_source) -> Path:
     """This lane's tiny random model, built once by the lane's own upstream code and cached."""
-    from app.services.engines.cosyvoice import import_upstream
+    from app.engines.cosyvoice import import_upstream
     from tests.models import cached_model
 
     import_upstream(lane_source)

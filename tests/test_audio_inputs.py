@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from app.config import Settings
-from app.services.audio import WIDE_RATE, prepare_prompt
+from app.core.audio import WIDE_RATE, prepare_prompt
 from tests.audio_utils import FORMATS, decode, encode, tone, wav
 from tests.conftest import EN_PROMPT, clone, error_of, running
 
 
 @pytest.fixture(scope="module")
 def speech_16k(male_prompt):
-    from app.services.audio import decode_to_mono
+    from app.core.audio import decode_to_mono
 
     return decode_to_mono(male_prompt, "test")
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from app.services import prosody
+from app.core import prosody
 from tests.audio_utils import decode, tone, wav
 from tests.conftest import EN_PROMPT, ENGINE_RATE, clone, spoken
 

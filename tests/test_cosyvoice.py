@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.services.engines.base import Mode, SynthesisRequest
+from app.engines.base import Mode, SynthesisRequest
 from tests.audio_utils import decode, decode_pcm
 from tests.conftest import EN_PROMPT, clone, error_of, running
 
@@ -158,7 +158,7 @@ def test_the_engine_never_changes_the_voice_it_is_given(cv, male_prompt):
     cross-lingual mode), and every sentence reads the entry again."""
     clone(cv, "steady", male_prompt)
     engine = cv.app.state.speech.engine
-    voice = cv.app.state.speech.voices.get("steady").profile
+    voice = cv.app.state.speech.voices.library.get("steady").profile
     before = {key: value.clone() for key, value in voice.items()}
     for mode, extra in ((Mode.CROSS_LINGUAL, {}), (Mode.SFT, {}), (Mode.INSTRUCT, {"instruct_text": "Slowly."})):
         request = SynthesisRequest(mode, TWO_SENTENCES, voice=voice, stream=False, **extra)

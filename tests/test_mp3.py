@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 
-from app.services.mp3 import Mp3Encoder
+from app.core.mp3 import Mp3Encoder
 
 FRAME = 576  # samples per MPEG-2 layer III frame (16, 22.05 and 24 kHz)
 

@@ -146,7 +146,7 @@ def test_hostile_voice_files_are_refused_and_nothing_runs(settings, client, tmp_
 
 
 def test_the_download_cache_is_bounded_and_keyed_by_etag(tmp_path):
-    from app.services.user_voices import DownloadCache
+    from app.core.user_voices import DownloadCache
 
     cache = DownloadCache(tmp_path / "cache", max_bytes=150)
     cache.put("a", "etag1", b"a" * 60)

@@ -7,7 +7,7 @@ import wave
 import httpx
 import torch
 
-from app.services.audio import WIDE_RATE
+from app.core.audio import WIDE_RATE
 from tests.audio_utils import decode
 from tests.conftest import EN_PROMPT, clone, error_of, live_server, running
 
@@ -155,7 +155,7 @@ def test_a_failed_overwrite_leaves_the_old_voice_and_source(settings, client, ma
     clone(client, "erin", male_prompt, text="the old transcript")
     sources = settings.data_dir / "espeak" / "voice_sources"
     old_wav = (sources / "erin.wav").read_bytes()
-    library = client.app.state.speech.voices
+    library = client.app.state.speech.voices.library
 
     def disk_full(_entries):
         raise OSError(28, "No space left on device")

@@ -1,9 +1,9 @@
 """Where users' voices and prompts live: a small Storage protocol, local and OSS implementations."""
 
 from app.config import Settings
-from app.storage.base import ObjectInfo, ObjectNotFound, Storage, StorageError, StorageUnavailable
+from app.storage.base import ObjectInfo, ObjectNotFound, Storage, StorageFailure, StorageUnavailable
 
-__all__ = ["ObjectInfo", "ObjectNotFound", "Storage", "StorageError", "StorageUnavailable", "open_storage"]
+__all__ = ["ObjectInfo", "ObjectNotFound", "Storage", "StorageFailure", "StorageUnavailable", "open_storage"]
 
 
 def open_storage(settings: Settings) -> Storage:

@@ -1,9 +1,9 @@
-"""The Storage protocol and its errors. Keys are '/'-separated and validated by callers (app.names)."""
+"""The Storage protocol and its errors. Keys are '/'-separated and validated by callers (app.core.names)."""
 
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.errors import ServiceError
+from app.core.errors import StorageFailure, StorageUnavailable  # noqa: F401 - the storage errors
 
 
 @dataclass(frozen=True)
@@ -15,20 +15,6 @@ class ObjectInfo:
 
 class ObjectNotFound(KeyError):
     """No object under that key (callers turn it into a 404 naming their field)."""
-
-
-class StorageError(ServiceError):
-    """The storage answered, but not with what we asked for (e.g. refused credentials)."""
-
-    status = 502
-    code = "storage_error"
-
-
-class StorageUnavailable(ServiceError):
-    """The storage did not answer in time, or kept failing (5xx) after the retries."""
-
-    status = 503
-    code = "storage_unavailable"
 
 
 class Storage(Protocol):

@@ -6,7 +6,7 @@ import time
 import oss2
 
 from app.config import Settings
-from app.storage.base import ObjectInfo, ObjectNotFound, StorageError, StorageUnavailable
+from app.storage.base import ObjectInfo, ObjectNotFound, StorageFailure, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -16,9 +16,9 @@ class OssStorage:
 
     def __init__(self, settings: Settings):
         if not settings.oss_endpoint:
-            raise StorageError("COSYVOICE_OSS_ENDPOINT is not set (e.g. https://oss-cn-beijing.aliyuncs.com)")
+            raise StorageFailure(None, "COSYVOICE_OSS_ENDPOINT is not set (e.g. https://oss-cn-beijing.aliyuncs.com)")
         if settings.oss_access_key_id is None or settings.oss_access_key_secret is None:
-            raise StorageError("OSS credentials missing: set OSS_ACCESS_KEY_ID and OSS_ACCESS_KEY_SECRET")
+            raise StorageFailure(None, "OSS credentials missing: set OSS_ACCESS_KEY_ID and OSS_ACCESS_KEY_SECRET")
         auth = oss2.AuthV4(
             settings.oss_access_key_id.get_secret_value(), settings.oss_access_key_secret.get_secret_value()
         )
@@ -39,13 +39,13 @@ class OssStorage:
             try:
                 return operation(self._prefix + key)
             except oss2.exceptions.NoSuchBucket:
-                raise StorageError(f"storage: {self._where} does not exist") from None
+                raise StorageFailure("storage", f"{self._where} does not exist") from None
             except oss2.exceptions.NotFound:
                 raise ObjectNotFound(key) from None
             except oss2.exceptions.ServerError as exc:
                 if exc.status < 500:
-                    raise StorageError(
-                        f"storage: {self._where} refused to {what} {key!r} ({exc.status} {exc.code})"
+                    raise StorageFailure(
+                        "storage", f"{self._where} refused to {what} {key!r} ({exc.status} {exc.code})"
                     ) from None
                 problem = f"{exc.status} {exc.code}"
             except oss2.exceptions.RequestError as exc:
@@ -53,13 +53,17 @@ class OssStorage:
             except oss2.exceptions.InconsistentError:  # CRC mismatch: the bytes were damaged on the way
                 problem = "CRC mismatch"
             except oss2.exceptions.OssError as exc:
-                raise StorageError(f"storage: {self._where} could not {what} {key!r} ({type(exc).__name__})") from None
+                raise StorageFailure(
+                    "storage", f"{self._where} could not {what} {key!r} ({type(exc).__name__})"
+                ) from None
             log.warning(
                 "storage: %s %r failed (%s), attempt %d of %d", what, key, problem, attempt + 1, self._retries + 1
             )
             if attempt < self._retries:
                 time.sleep(0.2 * 2**attempt)
-        raise StorageUnavailable(f"storage: {self._where} is unavailable ({what} {key!r}: {problem}); try again later")
+        raise StorageUnavailable(
+            "storage", f"{self._where} is unavailable ({what} {key!r}: {problem}); try again later"
+        )
 
     def get(self, key: str) -> bytes:
         return self._call("read", key, lambda k: self._bucket.get_object(k).read())

@@ -15,57 +15,14 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
 
-import numpy as np
-from starlette.responses import StreamingResponse
-
-from app.errors import Busy, InvalidInput, ServiceError
-from app.services.audio import to_int16, wav_bytes
-from app.services.engines.base import SpeechEngine, SynthesisRequest
-from app.services.mp3 import Mp3Encoder
+from app.core.encoders import Encoder
+from app.core.errors import Busy, ClientGone, Invalid
+from app.engines.base import SpeechEngine, SynthesisRequest
 
 log = logging.getLogger(__name__)
 
 _READ_AHEAD_CHUNKS = 4
-
-
-class Encoder(Protocol):
-    def encode(self, chunk: np.ndarray) -> bytes: ...
-
-    def flush(self) -> bytes: ...
-
-
-class PcmEncoder:
-    def encode(self, chunk: np.ndarray) -> bytes:
-        return to_int16(chunk).tobytes()
-
-    def flush(self) -> bytes:
-        return b""
-
-
-class WavEncoder:
-    """Collects the whole utterance: a WAV header needs the length up front."""
-
-    def __init__(self, rate: int):
-        self._rate = rate
-        self._chunks: list[np.ndarray] = []
-
-    def encode(self, chunk: np.ndarray) -> bytes:
-        self._chunks.append(chunk)
-        return b""
-
-    def flush(self) -> bytes:
-        samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
-        return wav_bytes(samples, self._rate)
-
-
-def make_encoder(kind: str, rate: int, mp3_bitrate_kbps: int) -> Encoder:
-    if kind == "mp3":
-        return Mp3Encoder(rate, mp3_bitrate_kbps)
-    if kind == "pcm":
-        return PcmEncoder()
-    return WavEncoder(rate)
 
 
 @dataclass(frozen=True)
@@ -87,17 +44,10 @@ class Stats:
     audio_seconds: float = 0.0
 
 
-class StreamClosed(ServiceError):
-    """Raised to a consumer still waiting on a stream that was closed (its client is gone)."""
-
-    status = 499
-    code = "client_closed_request"
-
-
 class AudioStream:
     """Encoded audio of one request, produced by a worker thread.
 
-    Iterate ``chunks()``; call ``close()`` on every path (``AudioResponse`` does), which stops the
+    Iterate ``chunks()``; call ``close()`` on every path (the doors' responses do), which stops the
     worker at its next chunk. The concurrency slot is given back when the worker has really ended.
     """
 
@@ -133,7 +83,7 @@ class AudioStream:
             if self._cancelled.is_set():  # the engine stopped early because nobody listens any more
                 return self._closed()
             if self.samples == 0:
-                raise InvalidInput("tts_text: the engine produced no audio for this text (nothing speakable?)")
+                raise Invalid("text", "the engine produced no audio for this text (nothing speakable?)")
             self._hand_over(encoder.flush())
             self._deliver(("end", None))
             return "completed"
@@ -144,7 +94,7 @@ class AudioStream:
             chunks.close()
 
     def _closed(self) -> str:
-        self._deliver(("error", StreamClosed("the stream was closed before it ended")))
+        self._deliver(("error", ClientGone(None, "the stream was closed before it ended")))
         return "cancelled"
 
     def _hand_over(self, data: bytes) -> bool:
@@ -213,27 +163,12 @@ class AudioStream:
         return b"".join([chunk async for chunk in self.chunks()])
 
 
-class AudioResponse(StreamingResponse):
-    """A streaming response that always closes its AudioStream, even if never iterated."""
-
-    def __init__(self, stream: AudioStream, media_type: str, headers: dict[str, str] | None = None):
-        super().__init__(stream.chunks(), media_type=media_type, headers=headers)
-        self._stream = stream
-
-    async def __call__(self, scope, receive, send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._stream.close()
-
-
 class Synthesizer:
     def __init__(
         self,
         engine: SpeechEngine,
         max_concurrency: int,
         queue_timeout: float,
-        mp3_bitrate_kbps: int,
         stall_timeout: float = 60.0,
     ):
         self.engine = engine
@@ -243,7 +178,6 @@ class Synthesizer:
         self.executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="engine")
         self._slots = asyncio.Semaphore(max_concurrency)
         self._queue_timeout = queue_timeout
-        self._mp3_bitrate = mp3_bitrate_kbps
         self.active = 0
         self.stats = Stats()
         self.recent: collections.deque[StreamRecord] = collections.deque(maxlen=100)
@@ -253,7 +187,8 @@ class Synthesizer:
             await asyncio.wait_for(self._slots.acquire(), self._queue_timeout)
         except TimeoutError:
             raise Busy(
-                f"all {self.max_concurrency} synthesis slots stayed busy for {self._queue_timeout:g} s; retry later"
+                None,
+                f"all {self.max_concurrency} synthesis slots stayed busy for {self._queue_timeout:g} s; retry later",
             ) from None
         self.active += 1
 
@@ -274,11 +209,11 @@ class Synthesizer:
         return await asyncio.shield(self.submit(fn, *args))
 
     async def stream(
-        self, request: SynthesisRequest, kind: str, is_disconnected: Callable[[], Awaitable[bool]] | None = None
+        self, request: SynthesisRequest, encoder: Encoder, is_disconnected: Callable[[], Awaitable[bool]] | None = None
     ) -> AudioStream:
-        """Start synthesis and wait for the first encoded bytes (a WAV's come at the end)."""
+        """Start synthesis and wait for the first encoded bytes (a whole WAV's come at the end)."""
         await self.acquire()
-        stream = AudioStream(self, request, make_encoder(kind, self.engine.sample_rate, self._mp3_bitrate))
+        stream = AudioStream(self, request, encoder)
         self.stats.started += 1
         self._open.add(stream)
         stream.done.add_done_callback(lambda future: self._record(stream, future))

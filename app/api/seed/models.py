@@ -2,7 +2,7 @@
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
-from app.services.engines.base import Mode
+from app.engines.base import Mode
 
 # The seed's four mode names, plus English aliases.
 MODE_NAMES = {

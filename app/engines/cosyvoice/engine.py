@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from app.errors import EngineFailure, InvalidInput
-from app.services.audio import PromptAudio
-from app.services.engines.base import MODE_LABELS, Mode, SynthesisRequest, VoiceRejected
-from app.services.engines.cosyvoice.session import RequestSession
-from app.services.engines.cosyvoice.upstream import (
+from app.core.audio import PromptAudio
+from app.core.errors import EngineFailure, Invalid
+from app.core.text import split_sentences
+from app.engines.base import MODE_LABELS, Mode, SynthesisRequest, VoiceRejected
+from app.engines.cosyvoice.session import RequestSession
+from app.engines.cosyvoice.upstream import (
     GET_UPSTREAM,
     GET_WEIGHTS,
     EngineStartError,
@@ -36,8 +37,7 @@ from app.services.engines.cosyvoice.upstream import (
     import_upstream,
     model_generation,
 )
-from app.services.engines.cosyvoice.voices import PROMPT_MARK, ModelSizes, fresh, voice_problem
-from app.services.text import split_sentences
+from app.engines.cosyvoice.voices import PROMPT_MARK, ModelSizes, fresh, voice_problem
 
 log = logging.getLogger(__name__)
 
@@ -150,16 +150,17 @@ class CosyVoiceEngine:
             yield from self._run(request, voice, sft, text)
 
     def _request_voice(self, request: SynthesisRequest) -> dict:
-        field, name = request.voice_field, request.speaker
+        name = request.speaker
         if request.voice is None:
-            raise InvalidInput(f"{field}: {name!r} has no speaker entry in this model's spk2info.pt")
+            raise Invalid("voice", f"{name!r} has no speaker entry in this model's spk2info.pt")
         voice = dict(request.voice)
         if "embedding" in voice:  # a built-in SFT speaker: an embedding, no prompt
             if request.mode is Mode.SFT:
                 return voice
-            raise InvalidInput(
-                f"{field}: {name!r} is a built-in SFT speaker, which has no prompt; {MODE_LABELS[request.mode]} "
-                f"on CosyVoice{self.generation} needs a voice with a prompt (a cloned voice or prompt audio)"
+            raise Invalid(
+                "voice",
+                f"{name!r} is a built-in SFT speaker, which has no prompt; {MODE_LABELS[request.mode]} "
+                f"on CosyVoice{self.generation} needs a voice with a prompt (a cloned voice or prompt audio)",
             )
         if request.mode is not Mode.INSTRUCT:
             return voice
@@ -228,5 +229,5 @@ def _raise_failure(session: RequestSession) -> None:
     if session.failure is not None:
         cause = session.failure
         raise EngineFailure(
-            f"the CosyVoice model failed while generating speech tokens ({type(cause).__name__}: {cause})"
+            None, f"the CosyVoice model failed while generating speech tokens ({type(cause).__name__}: {cause})"
         ) from cause

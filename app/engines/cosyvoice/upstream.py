@@ -19,8 +19,8 @@ import numpy as np
 import soxr
 import torch
 
-from app.services.audio import PROMPT_RATE, WIDE_RATE, PromptAudio
-from app.services.engines.model_dir import cosyvoice_generation
+from app.core.audio import PROMPT_RATE, WIDE_RATE, PromptAudio
+from app.engines.model_dir import cosyvoice_generation
 
 GET_WEIGHTS = (
     "download a model on a machine with internet access (pretrained_models/README.md says how) "

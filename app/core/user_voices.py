@@ -4,7 +4,7 @@ A voice file holds one speaker entry (the engine's profile: upstream's spk2info 
 Files are read with ``torch.load(weights_only=True)`` and checked against the running engine before
 use; downloads are cached locally by key and ETag in a size-bounded cache, so a replica fetches a
 voice once, not on every request. Every user's keys start with their own ``user_id/``: names are
-validated (app.names) before they become keys, so no request can reach another user's objects.
+validated (app.core.names) before they become keys, so no request can reach another user's objects.
 """
 
 import hashlib
@@ -18,10 +18,11 @@ from pathlib import Path
 
 import torch
 
-from app.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge
-from app.names import check_name
-from app.services.audio import WIDE_RATE, PromptAudio, wav_bytes
-from app.services.engines.base import SpeechEngine
+from app.core.audio import WIDE_RATE, PromptAudio, wav_bytes
+from app.core.errors import AlreadyExists, Invalid, NotFound, TooLarge
+from app.core.names import VoiceName
+from app.core.voices import Voice
+from app.engines.base import SpeechEngine
 from app.storage import ObjectNotFound, Storage
 from app.storage.local import atomic_write_bytes
 
@@ -31,23 +32,20 @@ VOICE_FOLDER = "model/cosyvoice"
 MAX_KEY_PARTS = 8
 
 
-def voice_key(user_id: str, name: str) -> str:
-    return f"{check_name('user_id', user_id)}/{VOICE_FOLDER}/{name}.pt"
+def voice_key(user_id: VoiceName, name: VoiceName) -> str:
+    return f"{user_id}/{VOICE_FOLDER}/{name}.pt"
 
 
-def user_key(user_id: str, key: str, field: str) -> str:
+def user_key(user_id: VoiceName, key: str, param: str) -> str:
     """A key inside the user's own prefix; each '/'-separated part must be a valid name."""
-    check_name("user_id", user_id)
     if not key or key.startswith("/") or "\\" in key or "\x00" in key:
-        raise InvalidInput(f"{field}: {key!r} is not a storage key (no leading '/', backslash or NUL)")
+        raise Invalid(param, f"{key!r} is not a storage key (no leading '/', backslash or NUL)")
     parts = key.split("/")
     if parts[0] == user_id and len(parts) > 1:  # given with the user's prefix already
         parts = parts[1:]
     if len(parts) > MAX_KEY_PARTS:
-        raise InvalidInput(f"{field}: more than {MAX_KEY_PARTS} levels of folders")
-    for part in parts:
-        check_name(field, part)
-    return "/".join([user_id, *parts])
+        raise Invalid(param, f"more than {MAX_KEY_PARTS} levels of folders")
+    return "/".join([user_id, *(VoiceName.check(param, part) for part in parts)])
 
 
 class DownloadCache:
@@ -93,75 +91,92 @@ def _touch(path: Path) -> None:
     os.utime(path, ns=(now, now))
 
 
-class UserVoices:
+class UserStorage:
+    """All users' voices and prompts in one storage, with a local cache of what was downloaded."""
+
     def __init__(self, storage: Storage, engine: SpeechEngine, cache: DownloadCache, max_bytes: int):
         self.storage = storage
         self._engine = engine
         self._cache = cache
         self._max_bytes = max_bytes
 
-    def fetch(self, key: str, field: str, missing: str) -> bytes:
-        """An object's bytes, from the cache when its ETag is unchanged; ``missing`` is the 404 message."""
+    def fetch(self, key: str, param: str, missing: str) -> bytes:
+        """An object's bytes, from the cache when its ETag is unchanged; ``missing`` is the NotFound problem."""
         try:
             info = self.storage.stat(key)
             if info.size > self._max_bytes:
-                raise PayloadTooLarge(f"{field}: the stored object is {info.size} bytes, over the upload limit")
+                raise TooLarge(param, f"the stored object is {info.size} bytes, over the upload limit")
             data = self._cache.get(key, info.etag)
             if data is None:
                 data = self.storage.get(key)
                 self._cache.put(key, info.etag, data)
         except ObjectNotFound:
-            raise NotFound(missing) from None
+            raise NotFound(param, missing) from None
         return data
 
-    def load(self, user_id: str, name: str, field: str) -> dict:
-        check_name(field, name)
-        data = self.fetch(voice_key(user_id, name), field, f"{field}: user {user_id!r} has no voice named {name!r}")
-        return read_voice_file(data, self._engine, field)
+    def user(self, user_id: VoiceName) -> "UserVoices":
+        return UserVoices(self, user_id)
 
-    def ensure_writable(self, user_id: str, name: str, overwrite: bool) -> None:
-        if not overwrite and self.storage.exists(voice_key(user_id, name)):
-            raise Conflict(f"spk_id: user {user_id!r} already has a voice named {name!r}; send overwrite=true")
 
-    def save(self, user_id: str, name: str, profile: dict, prompt_text: str, prompt: PromptAudio, overwrite: bool):
-        check_name("spk_id", name)
-        key = voice_key(user_id, name)
-        self.ensure_writable(user_id, name, overwrite)
-        sources = f"{user_id}/{VOICE_FOLDER}/sources/{name}"
+class UserVoices:
+    """One user's voices: the VoiceStore of ``{user_id}/model/cosyvoice/``. Blocking calls."""
+
+    def __init__(self, storage: UserStorage, user_id: VoiceName):
+        self._all = storage
+        self.storage = storage.storage
+        self.user_id = user_id
+
+    def get(self, name: VoiceName) -> Voice:
+        missing = f"user {self.user_id!r} has no voice named {name!r}"
+        data = self._all.fetch(voice_key(self.user_id, name), "voice", missing)
+        return Voice(name, False, read_voice_file(data, self._all._engine, "voice"))
+
+    def ensure_writable(self, name: VoiceName, overwrite: bool) -> None:
+        if not overwrite and self.storage.exists(voice_key(self.user_id, name)):
+            raise AlreadyExists(
+                "name", f"user {self.user_id!r} already has a voice named {name!r}; send overwrite=true"
+            )
+
+    def save(self, name: VoiceName, profile: dict, prompt_text: str, prompt: PromptAudio, overwrite: bool) -> Voice:
+        self.ensure_writable(name, overwrite)
+        sources = f"{self.user_id}/{VOICE_FOLDER}/sources/{name}"
         self.storage.put(f"{sources}.wav", wav_bytes(prompt.wideband, WIDE_RATE))
         self.storage.put(f"{sources}.txt", prompt_text.encode("utf-8"))
         buffer = io.BytesIO()
         torch.save(profile, buffer)
-        self.storage.put(key, buffer.getvalue())  # last: the voice appears only once its source is there
+        self.storage.put(voice_key(self.user_id, name), buffer.getvalue())  # last: a voice appears with its source
+        return Voice(name, False, profile)
 
-    def delete(self, user_id: str, name: str) -> None:
-        check_name("spk_id", name)
-        key = voice_key(user_id, name)
+    def delete(self, name: VoiceName) -> None:
+        key = voice_key(self.user_id, name)
         if not self.storage.exists(key):
-            raise NotFound(f"spk_id: user {user_id!r} has no voice named {name!r}")
+            raise NotFound("voice", f"user {self.user_id!r} has no voice named {name!r}")
         self.storage.delete(key)  # first: the voice disappears whole, its source after
-        sources = f"{user_id}/{VOICE_FOLDER}/sources/{name}"
+        sources = f"{self.user_id}/{VOICE_FOLDER}/sources/{name}"
         for suffix in (".wav", ".txt"):
             self.storage.delete(sources + suffix)
 
-    def names(self, user_id: str) -> list[str]:
-        folder = f"{check_name('user_id', user_id)}/{VOICE_FOLDER}/"
+    def names(self) -> list[str]:
+        folder = f"{self.user_id}/{VOICE_FOLDER}/"
         keys = self.storage.list(folder)
         return sorted(k[len(folder) : -3] for k in keys if k.endswith(".pt") and "/" not in k[len(folder) :])
 
+    def created(self, name: VoiceName) -> float | None:
+        return None  # the Storage protocol keeps no times
 
-def read_voice_file(data: bytes, engine: SpeechEngine, field: str) -> dict:
+
+def read_voice_file(data: bytes, engine: SpeechEngine, param: str) -> dict:
     """A voice file's speaker entry; anything but plain tensors and containers is refused unexecuted."""
     try:
         entry = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "GLOBAL" in str(exc):  # the pickle names a function or class to call: refused, never run
-            log.warning("refused a voice file for %s that references code", field)
-            raise InvalidInput(f"{field}: the voice file references code or classes; it was not loaded") from None
-        raise InvalidInput(f"{field}: not a torch voice file (plain tensors and containers)") from None
+            log.warning("refused a voice file that references code")
+            raise Invalid(param, "the voice file references code or classes; it was not loaded") from None
+        raise Invalid(param, "not a torch voice file (plain tensors and containers)") from None
     except Exception as exc:  # noqa: BLE001 - torch's safe unpickler raises all sorts on malformed input
-        raise InvalidInput(f"{field}: the voice file is truncated or not a torch file ({type(exc).__name__})") from None
+        raise Invalid(param, f"the voice file is truncated or not a torch file ({type(exc).__name__})") from None
     problem = engine.voice_problem(entry)
     if problem:
-        raise InvalidInput(f"{field}: the voice file does not fit the {engine.name} engine ({problem})")
+        raise Invalid(param, f"the voice file does not fit the {engine.name} engine ({problem})")
     return entry

@@ -21,10 +21,10 @@ import espeakng_loader
 import numpy as np
 import soxr
 
-from app.services import prosody
-from app.services.audio import PROMPT_RATE, PromptAudio
-from app.services.engines.base import Mode, SynthesisRequest, VoiceRejected
-from app.services.text import split_sentences
+from app.core import prosody
+from app.core.audio import PROMPT_RATE, PromptAudio
+from app.core.text import split_sentences
+from app.engines.base import Mode, SynthesisRequest, VoiceRejected
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _POS_CHARACTER = 1

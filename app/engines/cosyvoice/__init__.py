@@ -1,6 +1,6 @@
 """The real CosyVoice engine: upstream's CosyVoice2 / CosyVoice3 behind one adapter."""
 
-from app.services.engines.cosyvoice.engine import CosyVoiceEngine
-from app.services.engines.cosyvoice.upstream import EngineStartError, import_upstream, model_generation
+from app.engines.cosyvoice.engine import CosyVoiceEngine
+from app.engines.cosyvoice.upstream import EngineStartError, import_upstream, model_generation
 
 __all__ = ["CosyVoiceEngine", "EngineStartError", "import_upstream", "model_generation"]

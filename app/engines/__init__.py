@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import Settings
-from app.services.engines.base import SpeechEngine
-from app.services.engines.model_dir import cosyvoice_generation
+from app.engines.base import SpeechEngine
+from app.engines.model_dir import cosyvoice_generation
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def load_engine(settings: Settings) -> LoadedEngine:
         reason = f"configured: COSYVOICE_ENGINE={choice}"
     log.info("speech engine: %s (%s)", choice, reason)
     if choice == "cosyvoice":
-        from app.services.engines.cosyvoice import CosyVoiceEngine
+        from app.engines.cosyvoice import CosyVoiceEngine
 
         engine = CosyVoiceEngine(
             settings.model_dir,
@@ -41,6 +41,6 @@ def load_engine(settings: Settings) -> LoadedEngine:
             text_frontend=settings.text_frontend,
         )
         return LoadedEngine(engine, settings.model_dir, reason)
-    from app.services.engines.espeak import EspeakEngine
+    from app.engines.espeak import EspeakEngine
 
     return LoadedEngine(EspeakEngine(), settings.data_dir / "espeak", reason)

@@ -5,7 +5,7 @@ import struct
 import lameenc
 import numpy as np
 
-from app.services.audio import to_int16
+from app.core.audio import to_int16
 
 # MPEG audio layer III tables, indexed by the header's bitrate / sample-rate fields.
 _MP3_KBPS = {

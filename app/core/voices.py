@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from app.errors import Conflict, Forbidden, InvalidInput, NotFound, ServiceError
-from app.names import check_name
-from app.services.audio import WIDE_RATE, PromptAudio, wav_bytes
-from app.services.engines.base import SpeechEngine
+from app.core.audio import WIDE_RATE, PromptAudio, wav_bytes
+from app.core.errors import AlreadyExists, Forbidden, Invalid, NotFound, VoiceTableUnavailable
+from app.core.names import VoiceName
+from app.engines.base import SpeechEngine
 from app.storage.local import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -31,11 +31,6 @@ SPK2INFO = "spk2info.pt"
 
 class VoiceFileError(RuntimeError):
     """spk2info.pt exists but cannot be read safely; we refuse to overwrite it."""
-
-
-class VoiceTableUnavailable(ServiceError):
-    status = 503
-    code = "voice_table_unavailable"
 
 
 @dataclass(frozen=True)
@@ -65,13 +60,13 @@ class VoiceLibrary:
     def builtin_ids(self) -> list[str]:
         return list(self._builtins)
 
-    def cloned_ids(self) -> list[str]:
+    def names(self) -> list[str]:
+        """The cloned voices (the built-ins are in ``builtin_ids``)."""
         with self._lock:
             self._reload_if_changed()
             return [k for k in self._entries if k not in self._builtins and self._usable(k)]
 
-    def get(self, spk_id: str, field: str = "spk_id") -> Voice:
-        check_name(field, spk_id)
+    def get(self, spk_id: VoiceName) -> Voice:
         with self._lock:
             self._reload_if_changed()
             entry = self._entries.get(spk_id)
@@ -79,13 +74,18 @@ class VoiceLibrary:
             usable = isinstance(entry, dict) and self._engine.voice_problem(entry) is None
             return Voice(spk_id, True, _copy(entry) if usable else None)
         if entry is None:
-            raise NotFound(f"{field}: no voice named {spk_id!r}; GET /get_available_spks lists them")
+            raise NotFound("voice", f"no voice named {spk_id!r}")
         problem = self._engine.voice_problem(entry)
         if problem:
-            raise InvalidInput(
-                f"{field}: voice {spk_id!r} cannot be used by the {self._engine.name} engine ({problem})"
-            )
+            raise Invalid("voice", f"voice {spk_id!r} cannot be used by the {self._engine.name} engine ({problem})")
         return Voice(spk_id, False, _copy(entry))
+
+    def created(self, spk_id: VoiceName) -> float | None:
+        """When the voice was saved (its source's time), or None for a built-in speaker."""
+        try:
+            return (self.sources / f"{spk_id}.wav").stat().st_mtime
+        except FileNotFoundError:
+            return None
 
     @property
     def problem(self) -> str | None:
@@ -93,8 +93,7 @@ class VoiceLibrary:
         return self._unreadable
 
     # -- writing --------------------------------------------------------------------------
-    def add(self, spk_id: str, profile: dict, prompt_text: str, prompt: PromptAudio, overwrite: bool) -> Voice:
-        check_name("spk_id", spk_id)
+    def save(self, spk_id: VoiceName, profile: dict, prompt_text: str, prompt: PromptAudio, overwrite: bool) -> Voice:
         self.ensure_writable(spk_id, overwrite)
         sources = {".wav": wav_bytes(prompt.wideband, WIDE_RATE), ".txt": prompt_text.encode("utf-8")}
         with self._locked_for_change():
@@ -105,37 +104,36 @@ class VoiceLibrary:
                 for suffix, data in sources.items():
                     staged[suffix] = self.sources / f".{spk_id}{suffix}.new"
                     atomic_write_bytes(staged[suffix], data)
-                self._save({**self._entries, spk_id: profile})
+                self._save({**self._entries, str(spk_id): profile})  # a plain str: the file is read weights_only
             except BaseException as exc:
                 for path in staged.values():
                     path.unlink(missing_ok=True)
                 if isinstance(exc, OSError):
-                    raise VoiceTableUnavailable(f"spk_id: voice {spk_id!r} could not be saved ({exc})") from exc
+                    raise VoiceTableUnavailable("name", f"voice {spk_id!r} could not be saved ({exc})") from exc
                 raise
             for suffix, path in staged.items():
                 os.replace(path, self.sources / f"{spk_id}{suffix}")
         return Voice(spk_id, False, _copy(profile))
 
-    def delete(self, spk_id: str) -> None:
-        check_name("spk_id", spk_id)
+    def delete(self, spk_id: VoiceName) -> None:
         if spk_id in self._builtins:
-            raise Forbidden(f"spk_id: {spk_id!r} is a built-in speaker and cannot be deleted")
+            raise Forbidden("voice", f"{spk_id!r} is a built-in speaker and cannot be deleted")
         with self._locked_for_change():
             if spk_id not in self._entries:
-                raise NotFound(f"spk_id: no voice named {spk_id!r}")
+                raise NotFound("voice", f"no voice named {spk_id!r}")
             entries = {k: v for k, v in self._entries.items() if k != spk_id}
             self._save(entries)
             for suffix in (".wav", ".txt"):
                 (self.sources / f"{spk_id}{suffix}").unlink(missing_ok=True)
 
-    def ensure_writable(self, spk_id: str, overwrite: bool, reload: bool = True) -> None:
+    def ensure_writable(self, spk_id: VoiceName, overwrite: bool, reload: bool = True) -> None:
         if spk_id in self._builtins:
-            raise Forbidden(f"spk_id: {spk_id!r} is a built-in speaker and cannot be overwritten")
+            raise Forbidden("name", f"{spk_id!r} is a built-in speaker and cannot be overwritten")
         if reload:
             with self._lock:
                 self._reload_if_changed()
         if spk_id in self._entries and not overwrite:
-            raise Conflict(f"spk_id: a voice named {spk_id!r} already exists; send overwrite=true to replace it")
+            raise AlreadyExists("name", f"a voice named {spk_id!r} already exists; send overwrite=true to replace it")
 
     # -- internals ------------------------------------------------------------------------
     def _usable(self, spk_id: str) -> bool:
@@ -150,7 +148,7 @@ class VoiceLibrary:
                 with self._lock:
                     self._reload_if_changed()
                     if self._unreadable:
-                        raise VoiceTableUnavailable(f"voices cannot be changed now: {self._unreadable}")
+                        raise VoiceTableUnavailable(None, f"voices cannot be changed now: {self._unreadable}")
                     yield
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)

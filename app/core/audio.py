@@ -8,7 +8,7 @@ import av
 import numpy as np
 import soxr
 
-from app.errors import InvalidInput
+from app.core.errors import Invalid
 
 PROMPT_RATE = 16000
 WIDE_RATE = 24000  # CosyVoice2/3 compute their prompt's mel features at 24 kHz (CosyVoice3 up to 12 kHz)
@@ -16,19 +16,19 @@ _PEAK_TARGET = 0.8
 _SILENCE_PEAK = 10 ** (-60 / 20)  # below -60 dBFS everywhere: nothing to clone from
 
 
-def decode_to_mono(data: bytes, field: str, rate: int = PROMPT_RATE, max_seconds: float | None = None):
+def decode_to_mono(data: bytes, param: str, rate: int = PROMPT_RATE, max_seconds: float | None = None):
     """Decode any container/codec PyAV knows into float32 mono at ``rate``.
 
     Decoding stops once ``max_seconds`` is exceeded (a tiny file can expand to hours of audio);
     the returned array is then longer than ``max_seconds`` and callers report it as too long.
     """
     if not data:
-        raise InvalidInput(f"{field}: the file is empty")
+        raise Invalid(param, "the file is empty")
     limit = None if max_seconds is None else int((max_seconds + 0.5) * rate)
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.audio:
-                raise InvalidInput(f"{field}: the file has no audio stream")
+                raise Invalid(param, "the file has no audio stream")
             resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
             pieces, total = [], 0
             for frame in container.decode(audio=0):
@@ -42,9 +42,9 @@ def decode_to_mono(data: bytes, field: str, rate: int = PROMPT_RATE, max_seconds
                 for out in resampler.resample(None):
                     pieces.append(out.to_ndarray().reshape(-1))
     except av.FFmpegError as exc:
-        raise InvalidInput(f"{field}: not a readable audio file ({exc.strerror or 'decode failed'})") from exc
+        raise Invalid(param, f"not a readable audio file ({exc.strerror or 'decode failed'})") from exc
     if not pieces:
-        raise InvalidInput(f"{field}: the file contains no audio samples")
+        raise Invalid(param, "the file contains no audio samples")
     return np.concatenate(pieces).astype(np.float32, copy=False)
 
 
@@ -73,21 +73,19 @@ class PromptAudio:
     wideband: np.ndarray
 
 
-def prepare_prompt(data: bytes, field: str, min_seconds: float, max_seconds: float) -> PromptAudio:
-    audio = decode_to_mono(data, field, rate=WIDE_RATE, max_seconds=max_seconds)
+def prepare_prompt(data: bytes, param: str, min_seconds: float, max_seconds: float) -> PromptAudio:
+    audio = decode_to_mono(data, param, rate=WIDE_RATE, max_seconds=max_seconds)
     if not np.isfinite(audio).all():
-        raise InvalidInput(f"{field}: the audio contains NaN or infinite samples")
+        raise Invalid(param, "the audio contains NaN or infinite samples")
     if audio.size > max_seconds * WIDE_RATE:
-        raise InvalidInput(f"{field}: the audio is longer than {max_seconds:g} s; send a shorter prompt")
+        raise Invalid(param, f"the audio is longer than {max_seconds:g} s; send a shorter prompt")
     peak = float(np.max(np.abs(audio)))
     if peak < _SILENCE_PEAK:
-        raise InvalidInput(f"{field}: the audio is silent")
+        raise Invalid(param, "the audio is silent")
     speech = _trim_silence(audio, WIDE_RATE)
     seconds = speech.size / WIDE_RATE
     if seconds < min_seconds:
-        raise InvalidInput(
-            f"{field}: only {seconds:.2f} s of sound; a prompt needs at least {min_seconds:g} s of speech"
-        )
+        raise Invalid(param, f"only {seconds:.2f} s of sound; a prompt needs at least {min_seconds:g} s of speech")
     speech = speech * (_PEAK_TARGET / max(peak, _PEAK_TARGET))
     tail = min(int(0.2 * WIDE_RATE), int(max_seconds * WIDE_RATE) - speech.size)  # the whole within the limit
     wide = np.concatenate([speech, np.zeros(max(tail, 0))]).astype(np.float32)

@@ -8,7 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
-from app.services.audio import PromptAudio
+from app.core.audio import PromptAudio
 
 
 class Mode(StrEnum):
@@ -32,7 +32,6 @@ class SynthesisRequest:
     text: str
     speaker: str | None = None  # a built-in speaker id
     voice: dict | None = None  # a voice profile made by make_voice (cloned or ad hoc)
-    voice_field: str = "spk_id"  # the request field that named the voice, for error messages
     instruct_text: str = ""
     speed: float = 1.0
     seed: int = 0

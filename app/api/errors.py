@@ -1,0 +1,57 @@
+"""Errors by door: every error (domain, validation, HTTP) is rendered in the shape of the door that was asked.
+
+Each door's ``errors`` module offers ``render(exc, fields) -> Response``; ``fields`` maps core parameter names
+to the field names this request used (e.g. the seed's prompt audio sent as ``prompt_audio_base64``).
+"""
+
+import logging
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from app.core.errors import DomainError
+
+log = logging.getLogger(__name__)
+
+Render = Callable[[Exception, dict[str, str]], Response]
+
+
+class DoorError(Exception):
+    """An error of a door's own protocol (e.g. a media type it does not read), with its HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str, param: str | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.param = status, code, message, param
+
+
+def field_names(request: Request) -> dict[str, str]:
+    """This request's own names for core parameters; a door's parser adds to it."""
+    if not hasattr(request.state, "field_names"):
+        request.state.field_names = {}
+    return request.state.field_names
+
+
+def install_error_handlers(app: FastAPI, doors: list[tuple[str, Render]], default: Render) -> Callable[[str], Render]:
+    def door_for(path: str) -> Render:
+        return next((render for prefix, render in doors if path.startswith(prefix)), default)
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        if not isinstance(exc, DomainError | DoorError | RequestValidationError | HTTPException):
+            log.exception("unhandled error", exc_info=exc)
+        return door_for(request.url.path)(exc, field_names(request))
+
+    for kind in (DomainError, DoorError, RequestValidationError, HTTPException, Exception):
+        app.add_exception_handler(kind, handle)
+    return door_for
+
+
+def validation_problems(exc: RequestValidationError) -> list[tuple[str, str]]:
+    """(field, problem) of each validation error, the field as the client named it."""
+    out = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "form", "header")]
+        out.append((".".join(loc) or "body", err.get("msg", "invalid value").removeprefix("Value error, ")))
+    return out

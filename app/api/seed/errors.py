@@ -1,0 +1,70 @@
+"""The seed door's error shape: ``{"error": {"code": ..., "message": "<field>: <problem>"}}``."""
+
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from app.api.errors import DoorError, validation_problems
+from app.core import errors
+
+# core parameter -> the seed's field name (a request may override these, see app.api.errors.field_names)
+FIELDS = {
+    "text": "tts_text",
+    "voice": "spk_id",
+    "name": "spk_id",
+    "user": "user_id",
+    "instruction": "instruct_text",
+    "prompt_key": "prompt_speech_16k",
+    "save_as": "exp_name",
+}
+
+STATUS = {
+    errors.Missing: (400, "missing_field"),
+    errors.Invalid: (422, "invalid_input"),
+    errors.NotFound: (404, "not_found"),
+    errors.AlreadyExists: (409, "conflict"),
+    errors.Forbidden: (403, "forbidden"),
+    errors.TooLarge: (413, "payload_too_large"),
+    errors.Unsupported: (400, "unsupported"),
+    errors.Busy: (503, "busy"),
+    errors.EngineFailure: (500, "engine_error"),
+    errors.VoiceTableUnavailable: (503, "voice_table_unavailable"),
+    errors.StorageFailure: (502, "storage_error"),
+    errors.StorageUnavailable: (503, "storage_unavailable"),
+    errors.ClientGone: (499, "client_closed_request"),
+}
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_body(code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message}}
+
+
+def render(exc: Exception, fields: dict[str, str]) -> JSONResponse:
+    headers = None
+    if isinstance(exc, errors.DomainError):
+        status, code = next(STATUS[kind] for kind in type(exc).__mro__ if kind in STATUS)
+        name = fields.get(exc.param) or FIELDS.get(exc.param, exc.param)
+        message = f"{name}: {exc.problem}" if exc.param else exc.problem
+    elif isinstance(exc, DoorError):
+        status, code, message = exc.status, exc.code, exc.message
+    elif isinstance(exc, RequestValidationError):
+        status, code = 422, "invalid_input"
+        message = "; ".join(f"{field}: {problem}" for field, problem in validation_problems(exc))
+    elif isinstance(exc, HTTPException):
+        status, code, message, headers = (
+            exc.status_code,
+            _HTTP_CODES.get(exc.status_code, "http_error"),
+            exc.detail,
+            exc.headers,
+        )
+    else:
+        status, code, message = 500, "internal_error", "internal error; the server log has the details"
+    return JSONResponse(error_body(code, str(message)), status_code=status, headers=headers)

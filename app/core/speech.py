@@ -1,0 +1,144 @@
+"""SpeechService: the one call every door makes. A ``SpeechRequest`` and an ``AudioOutput`` go in, audio comes out."""
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+from app.config import Settings
+from app.core.errors import Invalid, Missing, Unsupported
+from app.core.formats import AudioOutput
+from app.core.names import VoiceName
+from app.core.synthesis import AudioStream, Synthesizer
+from app.core.voice_store import BuiltVoice, Upload, Voices
+from app.engines.base import MODE_LABELS, Mode, SpeechEngine, SynthesisRequest
+
+log = logging.getLogger(__name__)
+
+Disconnected = Callable[[], Awaitable[bool]] | None
+
+# The engines' own speaking rates; a request beyond them is time-stretched (pitch kept) by the output.
+ENGINE_SPEEDS = (0.5, 2.0)
+SPEEDS = (0.25, 4.0)
+
+
+@dataclass(frozen=True)
+class VoiceRef:
+    """Which voice a request speaks with: a stored one by name, or one built from prompt audio."""
+
+    name: VoiceName | None = None
+    user: VoiceName | None = None  # whose stored voices and prompts may be used
+    user_only: bool = False  # the name is one of the user's own voices, never a shared one
+    prompt_audio: Upload | None = None
+    prompt_key: str = ""  # prompt audio stored under the user's prefix
+    prompt_text: str = ""  # the prompt audio's transcript ("" for none)
+
+
+@dataclass(frozen=True)
+class SpeechRequest:
+    mode: Mode
+    text: str
+    voice: VoiceRef
+    instruction: str = ""
+    speed: float = 1.0
+    seed: int = 0
+    stream: bool = True  # the engine's own streaming (CosyVoice): first audio after a few tokens
+    save_as: VoiceName | None = None  # keep the voice built from the prompt audio under this name (the user's)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    engine_request: SynthesisRequest
+    built: BuiltVoice | None  # a voice made from prompt audio for this request
+
+
+class SpeechService:
+    def __init__(self, settings: Settings, engine: SpeechEngine, voices: Voices, synthesizer: Synthesizer):
+        self.settings = settings
+        self.engine = engine
+        self.voices = voices
+        self.synthesizer = synthesizer
+
+    async def synthesize(
+        self, request: SpeechRequest, output: AudioOutput, is_disconnected: Disconnected = None
+    ) -> AudioStream:
+        """Synthesis under way, encoded as ``output`` asks; ``is_disconnected`` stops it if the client leaves."""
+        prepared = await self.prepare(request)
+        if request.save_as is not None and prepared.built is not None:
+            await self.voices.save(request.save_as, prepared.built, True, request.voice.user)
+        tempo = request.speed / prepared.engine_request.speed
+        encoder = output.encoder(self.engine.sample_rate, tempo)
+        return await self.synthesizer.stream(prepared.engine_request, encoder, is_disconnected)
+
+    def check_text(self, text: str) -> str:
+        text = text.strip()
+        if not text:
+            raise Missing("text", "must not be empty")
+        if not any(ch.isalnum() for ch in text):
+            raise Invalid("text", "nothing to speak (no letters or digits)")
+        if len(text) > self.settings.max_text_chars:
+            raise Invalid("text", f"{len(text)} characters; the limit is {self.settings.max_text_chars}")
+        return text
+
+    async def prepare(self, request: SpeechRequest) -> Prepared:
+        """Check a request and resolve its voice once into what the engine needs."""
+        text = self.check_text(request.text)
+        label = MODE_LABELS[request.mode]
+        if request.mode not in self.engine.capabilities:
+            raise Unsupported("mode", f"the {self.engine.name} engine does not support {label}")
+        if not SPEEDS[0] <= request.speed <= SPEEDS[1]:
+            raise Invalid("speed", f"{request.speed:g} is outside {SPEEDS[0]:g} to {SPEEDS[1]:g}")
+        instruction = request.instruction.strip()
+        if request.mode is Mode.INSTRUCT and not instruction:
+            raise Missing("instruction", f"{label} needs an instruction (e.g. 用开心的语气说)")
+        ref = request.voice
+        if (ref.user_only or ref.prompt_key or request.save_as) and ref.user is None:
+            raise Missing("user", "needed to use a user's own voice or prompt, or to save a voice")
+        engine_speed = min(max(request.speed, ENGINE_SPEEDS[0]), ENGINE_SPEEDS[1])
+        engine_request = SynthesisRequest(
+            request.mode, text, instruct_text=instruction, speed=engine_speed, seed=request.seed, stream=request.stream
+        )
+        uses_prompt = ref.prompt_audio is not None or bool(ref.prompt_key)
+        if ref.user_only or request.mode is Mode.SFT or (request.mode is Mode.INSTRUCT and not uses_prompt):
+            if ref.name is None:
+                needs = "a speaker or prompt audio" if request.mode is Mode.INSTRUCT else "a speaker"
+                raise Missing("voice", f"{label} needs {needs}")
+            voice = await self.voices.get(ref.name, ref.user, ref.user_only)
+            return Prepared(replace(engine_request, speaker=voice.spk_id, voice=voice.profile), None)
+        if uses_prompt:
+            if request.mode is Mode.ZERO_SHOT and not ref.prompt_text.strip():
+                raise Missing("prompt_text", f"{label} needs the transcript of the prompt audio")
+            upload = ref.prompt_audio or await self.voices.stored_prompt(ref.user, ref.prompt_key)
+            # in 自然语言控制 the prompt steers the voice; its transcript is not needed
+            transcript = "" if request.mode is Mode.INSTRUCT else ref.prompt_text.strip()
+            built = await self.voices.build(transcript, upload)
+            return Prepared(replace(engine_request, voice=built.profile), built)
+        if ref.name is not None:
+            voice = await self.voices.get(ref.name, ref.user)
+            if voice.builtin:
+                raise Invalid(
+                    "voice", f"{ref.name!r} is a built-in speaker; {label} needs prompt audio or a cloned voice"
+                )
+            return Prepared(replace(engine_request, speaker=voice.spk_id, voice=voice.profile), None)
+        raise Missing("prompt_audio", f"{label} needs prompt audio (a file or base64) or the name of a cloned voice")
+
+    def status(self) -> dict:
+        """What /health reports of the core."""
+        synth = self.synthesizer
+        cloned = self.voices.library.names()
+        return {
+            "status": "degraded" if self.voices.library.problem else "ok",
+            "problem": self.voices.library.problem,
+            "engine": self.engine.name,
+            "engine_model": self.engine.description,
+            "sample_rate": self.engine.sample_rate,
+            "storage": self.voices.users.storage.name,
+            "voices": len(self.voices.builtin_ids()) + len(cloned),
+            "builtin_voices": len(self.voices.builtin_ids()),
+            "cloned_voices": len(cloned),
+            "active_syntheses": synth.active,
+            "max_concurrency": synth.max_concurrency,
+        }
+
+    def shutdown(self) -> None:
+        self.synthesizer.shutdown()
+        self.voices.shutdown()

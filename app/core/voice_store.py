@@ -1,0 +1,142 @@
+"""One voice-store interface over the shared library and each user's storage, and the async ``Voices`` facade.
+
+A voice is found, built or saved here and nowhere else; ``SpeechService`` decides which of these a request
+needs. Saving a voice built during a request is its own call (``save``), never a side effect of resolving.
+"""
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from app.config import Settings
+from app.core.audio import PromptAudio, prepare_prompt
+from app.core.errors import Invalid, NotFound
+from app.core.names import VoiceName
+from app.core.synthesis import Synthesizer
+from app.core.user_voices import UserStorage, user_key
+from app.core.voices import Voice, VoiceLibrary
+from app.engines.base import SpeechEngine, VoiceRejected
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """Prompt audio as a client sent it."""
+
+    data: bytes
+    filename: str = ""
+
+
+@dataclass(frozen=True)
+class BuiltVoice:
+    """A voice made from prompt audio during a request: usable at once, saved only if asked."""
+
+    profile: dict
+    prompt: PromptAudio
+    prompt_text: str
+
+
+class VoiceStore(Protocol):
+    """Where voices are kept: the shared library or one user's storage prefix. Blocking calls."""
+
+    def get(self, name: VoiceName) -> Voice: ...
+
+    def names(self) -> list[str]:
+        """The cloned voices' names."""
+
+    def created(self, name: VoiceName) -> float | None:
+        """When the voice was saved (Unix time), if the store knows."""
+
+    def ensure_writable(self, name: VoiceName, overwrite: bool) -> None: ...
+
+    def save(self, name: VoiceName, profile: dict, prompt_text: str, prompt: PromptAudio, overwrite: bool) -> Voice: ...
+
+    def delete(self, name: VoiceName) -> None: ...
+
+
+class Voices:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: SpeechEngine,
+        library: VoiceLibrary,
+        users: UserStorage,
+        synthesizer: Synthesizer,
+    ):
+        self.settings = settings
+        self.engine = engine
+        self.library = library
+        self.users = users
+        self._synthesizer = synthesizer
+        self._storage_threads = ThreadPoolExecutor(8, thread_name_prefix="storage")
+
+    async def _run(self, user: VoiceName | None, fn, *args):
+        """Library calls in a thread; storage calls in threads of their own, so a slow bucket starves nothing."""
+        if user is None:
+            return await asyncio.to_thread(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._storage_threads, fn, *args)
+
+    def store(self, user: VoiceName | None) -> VoiceStore:
+        return self.library if user is None else self.users.user(user)
+
+    def builtin_ids(self) -> list[str]:
+        return self.library.builtin_ids()
+
+    # -- reading --------------------------------------------------------------------------
+    async def get(self, name: VoiceName, user: VoiceName | None = None, user_only: bool = False) -> Voice:
+        """A stored voice: the user's own first (when a user is given), then, unless ``user_only``, the shared ones."""
+        if user is not None:
+            try:
+                return await self._run(user, self.store(user).get, name)
+            except NotFound:
+                if user_only:
+                    raise
+        return await self._run(None, self.library.get, name)
+
+    async def names(self, user: VoiceName | None = None) -> list[str]:
+        """The cloned voices: the user's own with a user, else the shared library's."""
+        return await self._run(user, self.store(user).names)
+
+    async def created(self, name: VoiceName, user: VoiceName | None = None) -> float | None:
+        return await self._run(user, self.store(user).created, name)
+
+    async def stored_prompt(self, user: VoiceName, key: str) -> Upload:
+        """Prompt audio stored under the user's prefix."""
+        full_key = user_key(user, key, "prompt_key")
+        data = await self._run(user, self.users.fetch, full_key, "prompt_key", f"user {user!r} has no object {key!r}")
+        return Upload(data)
+
+    # -- building and saving --------------------------------------------------------------
+    async def build(self, prompt_text: str, upload: Upload) -> BuiltVoice:
+        """A voice from prompt audio and its transcript ("" for none), not saved."""
+        s = self.settings
+        prompt = await asyncio.to_thread(
+            prepare_prompt, upload.data, "prompt_audio", s.prompt_min_seconds, s.prompt_max_seconds
+        )
+        try:
+            profile = await self._synthesizer.run(self.engine.make_voice, prompt_text, prompt)
+        except VoiceRejected as exc:
+            raise Invalid("prompt_audio", str(exc)) from None
+        return BuiltVoice(profile, prompt, prompt_text)
+
+    async def save(self, name: VoiceName, built: BuiltVoice, overwrite: bool, user: VoiceName | None = None) -> Voice:
+        store = self.store(user)
+        voice = await self._run(user, store.save, name, built.profile, built.prompt_text, built.prompt, overwrite)
+        log.info("saved voice %r from %.1f s of speech", name, built.prompt.speech_seconds)
+        return voice
+
+    async def clone(
+        self, name: VoiceName, prompt_text: str, upload: Upload, overwrite: bool, user: VoiceName | None = None
+    ) -> Voice:
+        """Build a voice and save it; a name that cannot be written is refused before the costly build."""
+        await self._run(user, self.store(user).ensure_writable, name, overwrite)
+        return await self.save(name, await self.build(prompt_text, upload), overwrite, user)
+
+    async def delete(self, name: VoiceName, user: VoiceName | None = None) -> None:
+        await self._run(user, self.store(user).delete, name)
+
+    def shutdown(self) -> None:
+        self._storage_threads.shutdown(wait=False, cancel_futures=True)
