@@ -1,4 +1,5 @@
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,3 +143,12 @@ def cv_settings(tiny_model, lane_source, tmp_path) -> Settings:
 def cv(cv_settings):
     with running(cv_settings) as client:
         yield client
+
+
+def last_engine_seconds(app, timeout: float = 10.0) -> float:
+    """Seconds of audio the engine made for the last request, once its stream is recorded as finished."""
+    synth, deadline = app.state.speech.synthesizer, time.monotonic() + timeout
+    while synth.stats.completed + synth.stats.cancelled + synth.stats.failed < synth.stats.started:
+        assert time.monotonic() < deadline, "the last stream was never recorded as finished"
+        time.sleep(0.01)
+    return synth.recent[-1].samples / app.state.speech.engine.sample_rate

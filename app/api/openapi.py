@@ -29,7 +29,12 @@ def documented_body(
         schema["properties"][name] = {**schema["properties"].get(name, {}), **replacement}
     form = {**schema, "properties": dict(schema["properties"])}
     for name, description in (files or {}).items():
-        form["properties"][name] = {"type": "string", "format": "binary", "description": description}
+        form["properties"][name] = {
+            "type": "string",
+            "format": "binary",
+            "contentMediaType": "application/octet-stream",
+        }
+        form["properties"][name]["description"] = description
     return {
         "requestBody": {
             "required": True,

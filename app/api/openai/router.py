@@ -42,7 +42,7 @@ async def list_models(speech: Speech) -> ModelList:
     return ModelList(data=[Model(id=i, created=_STARTED, owned_by="cosyvoice-service") for i in model_ids(speech)])
 
 
-@router.post("/audio/speech", responses=_AUDIO, response_class=AudioResponse)
+@router.post("/audio/speech", responses=_AUDIO)
 async def create_speech(body: SpeechBody, speech: Speech, http: Request) -> AudioResponse:
     """Speech for ``input`` in a built-in or cloned voice; with ``instructions``, the engine's instructed mode."""
     if body.model not in model_ids(speech):

@@ -19,6 +19,7 @@ import inspect
 import logging
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,9 @@ class CosyVoiceEngine:
             mark_id=frontend.tokenizer.tokenizer.convert_tokens_to_ids(PROMPT_MARK),
         )
         self._builtins = [k for k, v in frontend.spk2info.items() if isinstance(v, dict) and "embedding" in v]
+        # a voice made without a transcript holds no more prompt text than this (CosyVoice3: its system prompt)
+        bare = f"{V3_SYSTEM}{PROMPT_MARK}" if self.generation == 3 else ""
+        self._bare_prompt_len = int(frontend._extract_text_token(bare)[1]) if bare else 0
         code = Path(upstream.__file__).parents[2]
         api = "prompt_wav" if self._takes_paths else "prompt_speech_16k"
         self.description = f"CosyVoice{self.generation} from {model_dir}, upstream code from {code} ({api} API)"
@@ -139,6 +143,10 @@ class CosyVoiceEngine:
     def synthesize(self, request: SynthesisRequest) -> Iterator[np.ndarray]:
         voice = self._request_voice(request)
         sft = "embedding" in voice
+        if not sft and request.mode in (Mode.SFT, Mode.ZERO_SHOT) and not self._has_transcript(voice):
+            # a voice cloned without a transcript speaks as CosyVoice's cross-lingual mode does, which reads
+            # only the prompt's sound (zero-shot would pair its speech tokens with no text)
+            request = replace(request, mode=Mode.CROSS_LINGUAL)
         # upstream's LLM reads the marker from the text itself for built-in speakers and in cross-lingual
         # mode (whose frontend drops the prompt text); elsewhere the voice's prompt carries it
         needs_mark = self.generation == 3 and (request.mode is Mode.CROSS_LINGUAL or (sft and request.mode is Mode.SFT))
@@ -148,6 +156,9 @@ class CosyVoiceEngine:
             if request.cancelled is not None and request.cancelled.is_set():
                 return
             yield from self._run(request, voice, sft, text)
+
+    def _has_transcript(self, voice: dict) -> bool:
+        return int(voice.get("prompt_text_len", 0)) > self._bare_prompt_len
 
     def _request_voice(self, request: SynthesisRequest) -> dict:
         name = request.speaker
