@@ -1,4 +1,4 @@
-"""Benchmark the service: engine first chunk vs HTTP first byte, real-time factor, MP3 encoder speed.
+"""Benchmark the service: engine first chunk vs HTTP first byte, real-time factor, each format's encoder.
 
 Runs the app under a real uvicorn on 127.0.0.1 in this process (settings from COSYVOICE_* env vars)
 and prints figures; it asserts nothing. Usage: ``make bench`` / ``make bench ENGINE=cosyvoice`` or
@@ -8,6 +8,7 @@ it builds the tests' tiny random CosyVoice2 (data/tiny-cosyvoice2) and measures 
 
 import argparse
 import concurrent.futures
+import logging
 import statistics
 import sys
 import time
@@ -19,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.config import Settings  # noqa: E402
-from app.core.mp3 import Mp3Encoder  # noqa: E402
+from app.core.formats import FORMATS, AudioOutput  # noqa: E402
 from app.engines.base import Mode, SynthesisRequest  # noqa: E402
 from app.engines.model_dir import cosyvoice_generation  # noqa: E402
 from tests.server import live_server  # noqa: E402
@@ -84,6 +85,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = tiny_model_if_needed(Settings())
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would bury the figures
     with live_server(settings) as (url, app):
         report(app, url, settings, args)
 
@@ -92,7 +94,7 @@ def report(app, url: str, settings: Settings, args) -> None:
     speech = app.state.speech
     engine = speech.engine
     speaker = speech.voices.builtin_ids()[0]
-    voice = speech.voices.get(speaker)
+    voice = speech.voices.library.get(speaker)
     texts = TEXTS[engine.name]
     print(f"engine: {engine.name} ({app.state.engine_reason}); sample rate {engine.sample_rate} Hz; speaker {speaker}")
     print(f"runs: {args.runs}; max_concurrency: {settings.max_concurrency}\n")
@@ -125,17 +127,26 @@ def report(app, url: str, settings: Settings, args) -> None:
     print(f"  wall time {wall:.2f} s for {n * audio:.1f} s of audio: aggregate RTF {wall / (n * audio):.4f}\n")
 
     request = SynthesisRequest(Mode.SFT, texts["long"] * 3, voice.spk_id, voice.profile)
-    pcm = np.concatenate(list(engine.synthesize(request)))
-    chunk = engine.sample_rate // 2
-    for bitrate in (64, 128):
-        encoder = Mp3Encoder(engine.sample_rate, bitrate)
+    formats(url, engine, speaker, np.concatenate(list(engine.synthesize(request))), texts["short"], args.runs)
+
+
+def formats(url: str, engine, speaker: str, pcm: np.ndarray, text: str, runs: int) -> None:
+    """Each format's encoder speed, and its first byte over POST /v1/audio/speech against raw PCM's."""
+    seconds, chunk = pcm.size / engine.sample_rate, engine.sample_rate // 2
+    print(f"[formats: encoding {seconds:.0f} s of speech in 0.5 s chunks; first byte of /v1/audio/speech, 24 kHz]")
+    first_bytes = {}
+    for name in ["pcm", *(n for n in FORMATS if n != "pcm")]:  # pcm first: the others are compared with it
+        encoder = AudioOutput(FORMATS[name], 24000).encoder(engine.sample_rate)
         started = time.perf_counter()
         for start in range(0, pcm.size, chunk):
             encoder.encode(pcm[start : start + chunk])
         encoder.flush()
-        elapsed = time.perf_counter() - started
-        seconds = pcm.size / engine.sample_rate
-        print(f"MP3 encoder ({bitrate} kbps, 0.5 s chunks, {seconds:.0f} s): {seconds / elapsed:.0f}x real time")
+        speed = seconds / (time.perf_counter() - started)
+        body = {"model": "tts-1", "voice": speaker, "input": text, "response_format": name}
+        first_bytes[name] = [http_run(url, body, "/v1/audio/speech")[0] for _ in range(runs)]
+        overhead = statistics.median(first_bytes[name]) - statistics.median(first_bytes["pcm"])
+        versus_pcm = f"{overhead * 1000:+6.1f} ms vs pcm" if name != "pcm" else ""
+        print(f"  {name:5}  encode {speed:6.0f}x real time   first byte {ms(first_bytes[name])}  {versus_pcm}")
 
 
 if __name__ == "__main__":

@@ -119,7 +119,7 @@ def run_phases(url: str, app) -> None:
 
     rtf, first_byte = {}, {}
     with PeakRss() as service_rss:
-        voice = speech.voices.get(SPEAKER)
+        voice = speech.voices.library.get(SPEAKER)
         request = SynthesisRequest(Mode.SFT, TEXT, speaker=SPEAKER, voice=voice.profile, stream=True)
         started, first, samples = time.perf_counter(), None, 0
         for chunk in engine.synthesize(request):

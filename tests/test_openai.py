@@ -122,7 +122,7 @@ def _error(exc: openai.APIStatusError) -> dict:
         ({"input": "..."}, openai.BadRequestError, "input"),
         ({"speed": 4.5}, openai.BadRequestError, "speed"),
         ({"stream_format": "chunks"}, openai.BadRequestError, "stream_format"),
-        ({"model": "whisper-1"}, openai.NotFoundError, None),
+        ({"model": "whisper-1"}, openai.NotFoundError, "model"),
     ],
 )
 def test_bad_requests_raise_the_sdks_error_classes(sdk, extra, kind, param):

@@ -6,12 +6,12 @@ import time
 
 from fastapi import APIRouter, Request
 
+from app.api.errors import DoorError
 from app.api.openai.models import OPENAI_MODELS, ErrorResponse, Model, ModelList, SpeechBody
 from app.api.openai.voices import router as voices_router
 from app.api.openai.voices import voice_name
 from app.api.responses import AudioResponse
 from app.api.seed.body import Speech
-from app.core.errors import NotFound
 from app.core.formats import FORMATS, AudioOutput
 from app.core.speech import SpeechRequest, SpeechService, VoiceRef
 from app.core.synthesis import AudioStream
@@ -46,7 +46,8 @@ async def list_models(speech: Speech) -> ModelList:
 async def create_speech(body: SpeechBody, speech: Speech, http: Request) -> AudioResponse:
     """Speech for ``input`` in a built-in or cloned voice; with ``instructions``, the engine's instructed mode."""
     if body.model not in model_ids(speech):
-        raise NotFound(None, f"model: no model {body.model!r}; GET /v1/models lists {', '.join(model_ids(speech))}")
+        message = f"model: no model {body.model!r}; GET /v1/models lists {', '.join(model_ids(speech))}"
+        raise DoorError(404, "model_not_found", message, "model")
     name = await voice_name(speech, body.voice_name)
     mode = Mode.INSTRUCT if body.instructions.strip() else Mode.SFT
     request = SpeechRequest(mode, body.input, VoiceRef(name=name), instruction=body.instructions, speed=body.speed)
