@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api import system
-from app.api.errors import install_error_handlers
+from app.api.errors import install_error_handlers, route_path
 from app.api.openai import errors as openai_errors
 from app.api.openai import router as openai_router
 from app.api.seed import errors as seed_errors
@@ -36,7 +36,7 @@ class BodySizeLimit:
         too_large = TooLarge("body", f"larger than the {self.limit / 1024 / 1024:g} MB limit (COSYVOICE_MAX_UPLOAD_MB)")
         declared = dict(scope["headers"]).get(b"content-length")
         if declared and declared.isdigit() and int(declared) > self.limit:
-            response = self.door_for(scope["path"])(too_large, {})
+            response = self.door_for(route_path(scope))(too_large, {})
             return await response(scope, receive, send)
         received = 0
 

@@ -80,7 +80,12 @@ def test_audio_responses_name_their_media_types(spec):
     assert {"audio/mpeg", "audio/ogg", "audio/aac", "audio/flac", "audio/wav", "audio/pcm", "text/event-stream"} <= set(
         speech["200"]["content"]
     )
-    assert "ErrorResponse" in speech["400"]["content"]["application/json"]["schema"]["$ref"]
+    assert "ErrorResponse" in speech["4XX"]["content"]["application/json"]["schema"]["$ref"]
+    for path, method, operation in _operations(spec):
+        assert "422" not in operation["responses"], f"{method.upper()} {path} documents FastAPI's 422 shape"
+        if path != "/health":
+            error = "ErrorResponse" if path.startswith("/v1/") else "SeedError"
+            assert error in operation["responses"]["4XX"]["content"]["application/json"]["schema"]["$ref"], path
 
 
 def test_a_request_built_from_the_documented_form_is_served(client, spec, male_prompt):

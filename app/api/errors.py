@@ -27,6 +27,19 @@ class DoorError(Exception):
         self.status, self.code, self.message, self.param = status, code, message, param
 
 
+def route_path(scope) -> str:
+    """The path the app routes on: without the root path a proxy mounts the app under."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def domain_error(exc: DomainError, statuses: dict, fields: dict[str, str], defaults: dict[str, str]):
+    """(status, code, the parameter as this request named it or None, the message "<field>: <problem>")."""
+    status, code = next(statuses[kind] for kind in type(exc).__mro__ if kind in statuses)
+    name = (fields.get(exc.param) or defaults.get(exc.param, exc.param)) if exc.param else None
+    return status, code, name, f"{name}: {exc.problem}" if name else exc.problem
+
+
 def field_names(request: Request) -> dict[str, str]:
     """This request's own names for core parameters; a door's parser adds to it."""
     if not hasattr(request.state, "field_names"):
@@ -41,7 +54,7 @@ def install_error_handlers(app: FastAPI, doors: list[tuple[str, Render]], defaul
     async def handle(request: Request, exc: Exception) -> Response:
         if not isinstance(exc, DomainError | DoorError | RequestValidationError | HTTPException):
             log.exception("unhandled error", exc_info=exc)
-        return door_for(request.url.path)(exc, field_names(request))
+        return door_for(route_path(request.scope))(exc, field_names(request))
 
     for kind in (DomainError, DoorError, RequestValidationError, HTTPException, Exception):
         app.add_exception_handler(kind, handle)
@@ -49,9 +62,16 @@ def install_error_handlers(app: FastAPI, doors: list[tuple[str, Render]], defaul
 
 
 def validation_problems(exc: RequestValidationError) -> list[tuple[str, str]]:
-    """(field, problem) of each validation error, the field as the client named it."""
+    """(field, problem) of each validation error, the field as the client named it (a body that is not JSON
+    at all: "body")."""
     out = []
     for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "form", "header")]
-        out.append((".".join(loc) or "body", err.get("msg", "invalid value").removeprefix("Value error, ")))
+        if err.get("type") == "json_invalid":
+            out.append(("body", "not valid JSON"))
+            continue
+        loc = err.get("loc", ())
+        loc = loc[1:] if loc and loc[0] in ("body", "query", "path", "form", "header") else loc
+        out.append(
+            (".".join(str(p) for p in loc) or "body", err.get("msg", "invalid value").removeprefix("Value error, "))
+        )
     return out

@@ -4,7 +4,7 @@ import asyncio
 
 from fastapi import APIRouter, Request
 
-from app.api.seed.body import Speech
+from app.api.deps import Speech
 
 router = APIRouter(tags=["system"])
 

@@ -18,7 +18,11 @@ from app.core.audio import to_int16, wav_bytes
 class Encoder(Protocol):
     def encode(self, chunk: np.ndarray) -> bytes: ...
 
-    def flush(self) -> bytes: ...
+    def flush(self) -> bytes:
+        """The end of the stream."""
+
+    def close(self) -> None:
+        """Free what the encoder holds, whether or not the stream ended (idempotent)."""
 
 
 class Stage(Protocol):
@@ -37,6 +41,9 @@ class PcmEncoder:
 
     def flush(self) -> bytes:
         return b""
+
+    def close(self) -> None:
+        pass
 
 
 class StreamingWavEncoder(PcmEncoder):
@@ -68,6 +75,9 @@ class WholeWavEncoder:
     def flush(self) -> bytes:
         samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
         return wav_bytes(samples, self._rate)
+
+    def close(self) -> None:
+        self._chunks = []
 
 
 def _wav_header(rate: int, data_size: int) -> bytes:
@@ -129,6 +139,9 @@ class AvEncoder:
         self._container.mux(self._stream.encode(None))
         self._container.close()
         return self._sink.take()
+
+    def close(self) -> None:
+        self._container.close()  # PyAV: a no-op once closed
 
 
 class Resample:
@@ -210,3 +223,6 @@ class Chain:
                 tail = later.process(tail)
             out += self._encoder.encode(tail) if tail.size else b""
         return out + self._encoder.flush()
+
+    def close(self) -> None:
+        self._encoder.close()

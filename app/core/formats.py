@@ -18,7 +18,7 @@ from app.core.encoders import (
     Tempo,
     WholeWavEncoder,
 )
-from app.core.errors import Invalid, Unsupported
+from app.core.errors import Unsupported
 from app.core.mp3 import Mp3Encoder
 
 SAMPLE_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
@@ -65,12 +65,6 @@ def audio_format(name: str) -> AudioFormat:
         return FORMATS[name]
     except KeyError:
         raise Unsupported("format", f"{name!r} is not a format; use one of {', '.join(FORMATS)}") from None
-
-
-def check_sample_rate(rate: int) -> int:
-    if rate not in SAMPLE_RATES:
-        raise Invalid("sample_rate", f"{rate} Hz is not offered; use one of {', '.join(map(str, SAMPLE_RATES))}")
-    return rate
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,9 @@ class Mp3Encoder:
     def flush(self) -> bytes:
         return self._emit(bytes(self._lame.flush()), final=True)
 
+    def close(self) -> None:
+        pass  # lameenc frees its encoder with the object
+
     def _emit(self, data: bytes, final: bool) -> bytes:
         starts = self._scan(data)
         if final:

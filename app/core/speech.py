@@ -5,11 +5,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
 from app.config import Settings
-from app.core.errors import Invalid, Missing, Unsupported
+from app.core.errors import Invalid, Missing, NotFound, Unsupported
 from app.core.formats import AudioOutput
 from app.core.names import VoiceName
 from app.core.synthesis import AudioStream, Synthesizer
 from app.core.voice_store import BuiltVoice, Upload, Voices
+from app.core.voices import Voice
 from app.engines.base import MODE_LABELS, Mode, SpeechEngine, SynthesisRequest
 
 log = logging.getLogger(__name__)
@@ -23,10 +24,15 @@ SPEEDS = (0.25, 4.0)
 
 @dataclass(frozen=True)
 class VoiceRef:
-    """Which voice a request speaks with: a stored one by name, or one built from prompt audio."""
+    """Which voice a request speaks with: a stored one by name, or one built from prompt audio.
 
-    name: VoiceName | None = None
-    user: VoiceName | None = None  # whose stored voices and prompts may be used
+    Names arrive as sent and are checked (``VoiceName``) where the request uses them, so a name a request
+    does not need never fails it.
+    """
+
+    name: str = ""
+    alias: str = ""  # the voice to use when no voice is called ``name`` (e.g. what an OpenAI voice name stands for)
+    user: str = ""  # whose stored voices and prompts may be used
     user_only: bool = False  # the name is one of the user's own voices, never a shared one
     prompt_audio: Upload | None = None
     prompt_key: str = ""  # prompt audio stored under the user's prefix
@@ -42,13 +48,14 @@ class SpeechRequest:
     speed: float = 1.0
     seed: int = 0
     stream: bool = True  # the engine's own streaming (CosyVoice): first audio after a few tokens
-    save_as: VoiceName | None = None  # keep the voice built from the prompt audio under this name (the user's)
+    save_as: str = ""  # keep the voice built from the prompt audio under this name (the user's)
 
 
 @dataclass(frozen=True)
 class Prepared:
     engine_request: SynthesisRequest
-    built: BuiltVoice | None  # a voice made from prompt audio for this request
+    built: BuiltVoice | None = None  # a voice made from prompt audio for this request
+    save_as: VoiceName | None = None
 
 
 class SpeechService:
@@ -63,8 +70,8 @@ class SpeechService:
     ) -> AudioStream:
         """Synthesis under way, encoded as ``output`` asks; ``is_disconnected`` stops it if the client leaves."""
         prepared = await self.prepare(request)
-        if request.save_as is not None and prepared.built is not None:
-            await self.voices.save(request.save_as, prepared.built, True, request.voice.user)
+        if prepared.save_as is not None and prepared.built is not None:
+            await self.voices.save(prepared.save_as, prepared.built, True, _user(request.voice))
         tempo = request.speed / prepared.engine_request.speed
         encoder = output.encoder(self.engine.sample_rate, tempo)
         return await self.synthesizer.stream(prepared.engine_request, encoder, is_disconnected)
@@ -91,7 +98,7 @@ class SpeechService:
         if request.mode is Mode.INSTRUCT and not instruction:
             raise Missing("instruction", f"{label} needs an instruction (e.g. 用开心的语气说)")
         ref = request.voice
-        if (ref.user_only or ref.prompt_key or request.save_as) and ref.user is None:
+        if (ref.user_only or ref.prompt_key or request.save_as) and not ref.user:
             raise Missing("user", "needed to use a user's own voice or prompt, or to save a voice")
         engine_speed = min(max(request.speed, ENGINE_SPEEDS[0]), ENGINE_SPEEDS[1])
         engine_request = SynthesisRequest(
@@ -99,27 +106,41 @@ class SpeechService:
         )
         uses_prompt = ref.prompt_audio is not None or bool(ref.prompt_key)
         if ref.user_only or request.mode is Mode.SFT or (request.mode is Mode.INSTRUCT and not uses_prompt):
-            if ref.name is None:
+            if not ref.name:
                 needs = "a speaker or prompt audio" if request.mode is Mode.INSTRUCT else "a speaker"
                 raise Missing("voice", f"{label} needs {needs}")
-            voice = await self.voices.get(ref.name, ref.user, ref.user_only)
-            return Prepared(replace(engine_request, speaker=voice.spk_id, voice=voice.profile), None)
+            voice = await self._stored(ref)
+            return Prepared(replace(engine_request, speaker=voice.spk_id, voice=voice.profile))
         if uses_prompt:
             if request.mode is Mode.ZERO_SHOT and not ref.prompt_text.strip():
                 raise Missing("prompt_text", f"{label} needs the transcript of the prompt audio")
-            upload = ref.prompt_audio or await self.voices.stored_prompt(ref.user, ref.prompt_key)
+            save_as = VoiceName.check("save_as", request.save_as) if request.save_as else None
+            upload = ref.prompt_audio or await self.voices.stored_prompt(_user(ref), ref.prompt_key)
             # in 自然语言控制 the prompt steers the voice; its transcript is not needed
             transcript = "" if request.mode is Mode.INSTRUCT else ref.prompt_text.strip()
             built = await self.voices.build(transcript, upload)
-            return Prepared(replace(engine_request, voice=built.profile), built)
-        if ref.name is not None:
-            voice = await self.voices.get(ref.name, ref.user)
+            return Prepared(replace(engine_request, voice=built.profile), built, save_as)
+        if ref.name:
+            voice = await self._stored(ref)
             if voice.builtin:
-                raise Invalid(
-                    "voice", f"{ref.name!r} is a built-in speaker; {label} needs prompt audio or a cloned voice"
-                )
-            return Prepared(replace(engine_request, speaker=voice.spk_id, voice=voice.profile), None)
+                needs = "needs prompt audio or a cloned voice"
+                raise Invalid("voice", f"{voice.spk_id!r} is a built-in speaker; {label} {needs}")
+            return Prepared(replace(engine_request, speaker=voice.spk_id, voice=voice.profile))
         raise Missing("prompt_audio", f"{label} needs prompt audio (a file or base64) or the name of a cloned voice")
+
+    async def _stored(self, ref: VoiceRef) -> Voice:
+        """The stored voice a request names (the user's own first), or the one its name stands for."""
+        user = _user(ref)
+        name = VoiceName.check("voice", ref.name)
+        try:
+            return await self.voices.get(name, user, ref.user_only)
+        except NotFound:
+            if not ref.alias:
+                raise
+        try:
+            return await self.voices.get(VoiceName.check("voice", ref.alias), user)
+        except NotFound:
+            raise NotFound("voice", f"{name!r} stands for {ref.alias!r}, which this server does not have") from None
 
     def status(self) -> dict:
         """What /health reports of the core."""
@@ -142,3 +163,7 @@ class SpeechService:
     def shutdown(self) -> None:
         self.synthesizer.shutdown()
         self.voices.shutdown()
+
+
+def _user(ref: VoiceRef) -> VoiceName | None:
+    return VoiceName.check("user", ref.user) if ref.user else None

@@ -92,6 +92,7 @@ class AudioStream:
             return "failed"
         finally:
             chunks.close()
+            encoder.close()
 
     def _closed(self) -> str:
         self._deliver(("error", ClientGone(None, "the stream was closed before it ended")))
@@ -212,7 +213,11 @@ class Synthesizer:
         self, request: SynthesisRequest, encoder: Encoder, is_disconnected: Callable[[], Awaitable[bool]] | None = None
     ) -> AudioStream:
         """Start synthesis and wait for the first encoded bytes (a whole WAV's come at the end)."""
-        await self.acquire()
+        try:
+            await self.acquire()
+        except BaseException:
+            encoder.close()
+            raise
         stream = AudioStream(self, request, encoder)
         self.stats.started += 1
         self._open.add(stream)

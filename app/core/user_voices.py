@@ -133,9 +133,7 @@ class UserVoices:
 
     def ensure_writable(self, name: VoiceName, overwrite: bool) -> None:
         if not overwrite and self.storage.exists(voice_key(self.user_id, name)):
-            raise AlreadyExists(
-                "name", f"user {self.user_id!r} already has a voice named {name!r}; send overwrite=true"
-            )
+            raise AlreadyExists("name", f"user {self.user_id!r} already has a voice named {name!r}")
 
     def save(self, name: VoiceName, profile: dict, prompt_text: str, prompt: PromptAudio, overwrite: bool) -> Voice:
         self.ensure_writable(name, overwrite)

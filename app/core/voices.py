@@ -133,7 +133,7 @@ class VoiceLibrary:
             with self._lock:
                 self._reload_if_changed()
         if spk_id in self._entries and not overwrite:
-            raise AlreadyExists("name", f"a voice named {spk_id!r} already exists; send overwrite=true to replace it")
+            raise AlreadyExists("name", f"a voice named {spk_id!r} already exists")
 
     # -- internals ------------------------------------------------------------------------
     def _usable(self, spk_id: str) -> bool:

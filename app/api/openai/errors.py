@@ -4,7 +4,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from app.api.errors import DoorError, validation_problems
+from app.api.errors import DoorError, domain_error, validation_problems
 from app.core import errors
 
 # core parameter -> OpenAI's field name
@@ -16,7 +16,17 @@ FIELDS = {
     "format": "response_format",
     "prompt_audio": "audio_sample",
     "prompt_text": "script_hint",
+    "mode": "instructions",  # the only way to ask this door for another mode
 }
+
+
+def _top_field(error: dict) -> str | None:
+    """The request field an error is about: its first name (a union's member tags and list indexes dropped)."""
+    if error.get("type") == "json_invalid":
+        return None
+    loc = error.get("loc", ())
+    return str(loc[1]) if len(loc) > 1 and loc[0] in ("body", "query", "path", "form") else None
+
 
 STATUS = {
     errors.Missing: (400, "missing_required_parameter"),
@@ -40,17 +50,22 @@ def error_body(status: int, message: str, param: str | None, code: str | None) -
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+def error_object(exc: errors.DomainError) -> dict:
+    """The ``error`` object for a failure after the response began (an SSE ``error`` event)."""
+    status, code, param, message = domain_error(exc, STATUS, {}, FIELDS)
+    return error_body(status, message, param, code)["error"]
+
+
 def render(exc: Exception, fields: dict[str, str]) -> JSONResponse:
     headers, param = None, None
     if isinstance(exc, errors.DomainError):
-        status, code = next(STATUS[kind] for kind in type(exc).__mro__ if kind in STATUS)
-        param = fields.get(exc.param) or FIELDS.get(exc.param, exc.param)
-        message = f"{param}: {exc.problem}" if param else exc.problem
+        status, code, param, message = domain_error(exc, STATUS, fields, FIELDS)
     elif isinstance(exc, DoorError):
         status, code, message, param = exc.status, exc.code, exc.message, exc.param
     elif isinstance(exc, RequestValidationError):
-        problems = validation_problems(exc)
-        status, param = 400, problems[0][0]
+        named = [_top_field(error) for error in exc.errors()]
+        problems = [(f or "body", p) for f, (_, p) in zip(named, validation_problems(exc), strict=True)]
+        status, param = 400, named[0]
         code = "missing_required_parameter" if exc.errors()[0].get("type") == "missing" else "invalid_value"
         message = "; ".join(f"{field}: {problem}" for field, problem in problems)
     elif isinstance(exc, HTTPException):

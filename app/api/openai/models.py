@@ -4,9 +4,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.core.formats import SAMPLE_RATES
+from app.core.formats import FORMATS, SAMPLE_RATES
 
-ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+ResponseFormat = Literal[tuple(FORMATS)]  # type: ignore[valid-type]
 # OpenAI's speech models: accepted as names of whatever engine this server runs
 OPENAI_MODELS = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts", "gpt-4o-mini-tts-2025-12-15")
 

@@ -6,19 +6,23 @@ import time
 
 from fastapi import APIRouter, Request
 
+from app.api.deps import Speech
 from app.api.errors import DoorError
+from app.api.openai.errors import error_object
 from app.api.openai.models import OPENAI_MODELS, ErrorResponse, Model, ModelList, SpeechBody
 from app.api.openai.voices import router as voices_router
-from app.api.openai.voices import voice_name
 from app.api.responses import AudioResponse
-from app.api.seed.body import Speech
-from app.core.formats import FORMATS, AudioOutput
+from app.core.errors import DomainError
+from app.core.formats import FORMATS, AudioOutput, audio_format
 from app.core.speech import SpeechRequest, SpeechService, VoiceRef
 from app.core.synthesis import AudioStream
 from app.engines.base import Mode
 
 _STARTED = int(time.time())
-_ERRORS = {status: {"model": ErrorResponse} for status in (400, 404, 413, 500, 503)}
+_ERRORS = {
+    "4XX": {"model": ErrorResponse, "description": "a bad request: 400 names the param; 404 an unknown voice or model"},
+    "5XX": {"model": ErrorResponse, "description": "the engine or the storage failed, or every slot stayed busy"},
+}
 _AUDIO = {
     200: {
         "description": "audio in the response_format, streamed while it is synthesized; or SSE events",
@@ -48,21 +52,26 @@ async def create_speech(body: SpeechBody, speech: Speech, http: Request) -> Audi
     if body.model not in model_ids(speech):
         message = f"model: no model {body.model!r}; GET /v1/models lists {', '.join(model_ids(speech))}"
         raise DoorError(404, "model_not_found", message, "model")
-    name = await voice_name(speech, body.voice_name)
+    # OpenAI's voice names stand for voices of this server (COSYVOICE_OPENAI_VOICES), unless one has that name
+    voice = VoiceRef(name=body.voice_name, alias=speech.settings.openai_voices.get(body.voice_name, ""))
     mode = Mode.INSTRUCT if body.instructions.strip() else Mode.SFT
-    request = SpeechRequest(mode, body.input, VoiceRef(name=name), instruction=body.instructions, speed=body.speed)
-    audio_format = FORMATS[body.response_format]
-    output = AudioOutput(audio_format, body.sample_rate, speech.settings.mp3_bitrate_kbps)
+    request = SpeechRequest(mode, body.input, voice, instruction=body.instructions, speed=body.speed)
+    chosen = audio_format(body.response_format)
+    output = AudioOutput(chosen, body.sample_rate, speech.settings.mp3_bitrate_kbps)
     stream = await speech.synthesize(request, output, http.is_disconnected)
     if body.stream_format == "sse":
         return AudioResponse(stream, "text/event-stream", body=_events(stream, speech, len(body.input)))
-    headers = {"Content-Disposition": f"attachment; filename=speech.{audio_format.extension}"}
-    return AudioResponse(stream, audio_format.media_type, headers)
+    headers = {"Content-Disposition": f"attachment; filename=speech.{chosen.extension}"}
+    return AudioResponse(stream, chosen.media_type, headers)
 
 
 async def _events(stream: AudioStream, speech: SpeechService, characters: int):
-    async for chunk in stream.chunks():
-        yield _event({"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode()})
+    try:
+        async for chunk in stream.chunks():
+            yield _event({"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode()})
+    except DomainError as exc:  # the status line has gone: the failure becomes the last event
+        yield _event({"type": "error", "error": error_object(exc)})
+        return
     output_tokens = round(stream.samples / speech.engine.sample_rate * TOKENS_PER_SECOND)
     usage = {"input_tokens": characters, "output_tokens": output_tokens, "total_tokens": characters + output_tokens}
     yield _event({"type": "speech.audio.done", "usage": usage})

@@ -4,29 +4,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
 
+from app.api.deps import Speech
 from app.api.errors import DoorError
 from app.api.openai.models import Voice, VoiceDeleted, VoiceList
-from app.api.seed.body import Speech
-from app.core.errors import NotFound
 from app.core.names import VoiceName
 from app.core.speech import SpeechService
 from app.core.voice_store import Upload
 
 router = APIRouter(prefix="/audio/voices")
-
-
-async def voice_name(speech: SpeechService, name: str) -> VoiceName:
-    """A voice of this server by that name, else OpenAI's name through the voice table (COSYVOICE_OPENAI_VOICES)."""
-    table = speech.settings.openai_voices
-    if name not in table:
-        return VoiceName.check("voice", name)
-    known = set(speech.voices.builtin_ids()) | set(await speech.voices.names())
-    if name in known:
-        return VoiceName.check("voice", name)
-    if table[name] not in known:
-        problem = f"{name!r} maps to {table[name]!r} (COSYVOICE_OPENAI_VOICES), which this server does not have"
-        raise NotFound("voice", f"{problem}; its voices: {', '.join(sorted(known))}")
-    return VoiceName.check("voice", table[name])
 
 
 async def _voice(speech: SpeechService, name: VoiceName) -> Voice:

@@ -17,17 +17,9 @@ from starlette.datastructures import UploadFile
 
 from app.api.errors import DoorError, field_names, validation_problems
 from app.core.errors import Invalid
-from app.core.speech import SpeechService
 from app.core.voice_store import Upload
 
 Model = TypeVar("Model", bound=BaseModel)
-
-
-def get_speech(request: Request) -> SpeechService:
-    return request.app.state.speech
-
-
-Speech = Annotated[SpeechService, Depends(get_speech)]
 
 
 def _invalid(name: str, problem: str) -> DoorError:

@@ -4,7 +4,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from app.api.errors import DoorError, validation_problems
+from app.api.errors import DoorError, domain_error, validation_problems
 from app.core import errors
 
 # core parameter -> the seed's field name (a request may override these, see app.api.errors.field_names)
@@ -34,6 +34,13 @@ STATUS = {
     errors.ClientGone: (499, "client_closed_request"),
 }
 
+# what the seed's messages add for its clients, after the field's problem
+_HINTS = {
+    (errors.NotFound, "spk_id"): "; GET /get_available_spks lists them",
+    (errors.Missing, "spk_id"): "; GET /get_available_spks lists the speakers",
+    (errors.AlreadyExists, "spk_id"): "; send overwrite=true to replace it",
+}
+
 _HTTP_CODES = {
     400: "bad_request",
     404: "not_found",
@@ -50,9 +57,8 @@ def error_body(code: str, message: str) -> dict:
 def render(exc: Exception, fields: dict[str, str]) -> JSONResponse:
     headers = None
     if isinstance(exc, errors.DomainError):
-        status, code = next(STATUS[kind] for kind in type(exc).__mro__ if kind in STATUS)
-        name = fields.get(exc.param) or FIELDS.get(exc.param, exc.param)
-        message = f"{name}: {exc.problem}" if exc.param else exc.problem
+        status, code, name, message = domain_error(exc, STATUS, fields, FIELDS)
+        message += _HINTS.get((type(exc), name), "")
     elif isinstance(exc, DoorError):
         status, code, message = exc.status, exc.code, exc.message
     elif isinstance(exc, RequestValidationError):

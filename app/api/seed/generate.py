@@ -2,18 +2,18 @@
 
 from fastapi import APIRouter, Request, Response
 
+from app.api.deps import Speech
 from app.api.errors import field_names
 from app.api.openapi import documented_body
 from app.api.responses import AudioResponse
-from app.api.seed.body import Body, Speech
-from app.api.seed.models import MODE_NAMES, GenerateBody
+from app.api.seed.body import Body
+from app.api.seed.models import ERRORS, MODE_NAMES, GenerateBody
 from app.api.seed.tts import mp3_output, speech_request
 from app.core.formats import FORMATS, AudioOutput
-from app.core.names import VoiceName
 from app.core.speech import VoiceRef
 from app.engines.base import Mode
 
-router = APIRouter(tags=["seed: speech"])
+router = APIRouter(tags=["seed: speech"], responses=ERRORS)
 
 _UNSET_VOICE = ("", "无")  # the seed's spk_customize default
 _DOC = documented_body(
@@ -29,16 +29,11 @@ _AUDIO = {
 }
 
 
-def _name(param: str, value: str) -> VoiceName | None:
-    value = value.strip()
-    return VoiceName.check(param, value) if value else None
-
-
 @router.post("/generate_audio", response_model=None, openapi_extra=_DOC, responses=_AUDIO)
 async def generate_audio(speech: Speech, body: Body, http: Request) -> Response:
     fields = body.parse(GenerateBody)
     names = field_names(http)
-    custom = "" if fields.spk_customize.strip() in _UNSET_VOICE else fields.spk_customize
+    custom = "" if fields.spk_customize.strip() in _UNSET_VOICE else fields.spk_customize.strip()
     if custom:
         names["voice"] = "spk_customize"  # the user's own voice file, instead of spk_id
     prompt_key = fields.prompt_speech_16k.strip()
@@ -46,8 +41,8 @@ async def generate_audio(speech: Speech, body: Body, http: Request) -> Response:
     if audio is None and prompt_key:
         names["prompt_audio"] = "prompt_speech_16k"
     voice = VoiceRef(
-        name=_name("voice", custom or fields.spk_id),
-        user=_name("user", fields.user_id),
+        name=custom or fields.spk_id.strip(),
+        user=fields.user_id.strip(),
         user_only=bool(custom),
         prompt_audio=audio,
         prompt_key=prompt_key,
@@ -56,7 +51,7 @@ async def generate_audio(speech: Speech, body: Body, http: Request) -> Response:
     # the seed passes the instruction of 自然语言控制 in prompt_text
     instruction = fields.instruct_text or (fields.prompt_text if fields.mode is Mode.INSTRUCT else "")
     # 3s极速复刻 saves the voice it builds under exp_name
-    save_as = _name("save_as", fields.exp_name) if fields.mode is Mode.ZERO_SHOT else None
+    save_as = fields.exp_name.strip() if fields.mode is Mode.ZERO_SHOT else ""
     request = speech_request(fields.mode, fields, voice, instruction, save_as=save_as)
     if fields.stream:
         stream = await speech.synthesize(request, mp3_output(speech), http.is_disconnected)

@@ -16,6 +16,21 @@ MODE_NAMES = {
 }
 
 
+class ErrorDetail(BaseModel):
+    code: str
+    message: str = Field(description="<field>: what is wrong")
+
+
+class SeedError(BaseModel):
+    error: ErrorDetail
+
+
+ERRORS = {
+    "4XX": {"model": SeedError, "description": "the request cannot be served as sent (see Errors in the README)"},
+    "5XX": {"model": SeedError, "description": "the engine or the storage failed, or every slot stayed busy"},
+}
+
+
 class Body(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
 

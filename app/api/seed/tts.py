@@ -2,17 +2,17 @@
 
 from fastapi import APIRouter, Request
 
+from app.api.deps import Speech
 from app.api.openapi import documented_body
 from app.api.responses import AudioResponse
-from app.api.seed.body import Body, RequestBody, Speech
-from app.api.seed.models import InstructBody, PromptBody, SynthesisBody, TtsBody
+from app.api.seed.body import Body, RequestBody
+from app.api.seed.models import ERRORS, InstructBody, PromptBody, SynthesisBody, TtsBody
 from app.core.formats import FORMATS, AudioOutput
-from app.core.names import VoiceName
 from app.core.speech import SpeechRequest, SpeechService, VoiceRef
 from app.core.voice_store import Upload
 from app.engines.base import Mode
 
-router = APIRouter(tags=["seed: speech"])
+router = APIRouter(tags=["seed: speech"], responses=ERRORS)
 
 _MP3 = FORMATS["mp3"]
 _MP3_DOWNLOAD = {"Content-Disposition": "attachment; filename=tts.mp3"}
@@ -27,17 +27,11 @@ def mp3_output(speech: SpeechService) -> AudioOutput:
 def voice_ref(
     fields: SynthesisBody, spk_id: str = "", prompt_text: str = "", prompt_audio: Upload | None = None
 ) -> VoiceRef:
-    user = fields.user_id.strip()
-    return VoiceRef(
-        name=VoiceName.check("voice", spk_id) if spk_id else None,
-        user=VoiceName.check("user", user) if user else None,
-        prompt_audio=prompt_audio,
-        prompt_text=prompt_text,
-    )
+    return VoiceRef(name=spk_id, user=fields.user_id.strip(), prompt_audio=prompt_audio, prompt_text=prompt_text)
 
 
 def speech_request(
-    mode: Mode, fields: SynthesisBody, voice: VoiceRef, instruction: str = "", save_as: VoiceName | None = None
+    mode: Mode, fields: SynthesisBody, voice: VoiceRef, instruction: str = "", save_as: str = ""
 ) -> SpeechRequest:
     return SpeechRequest(
         mode,

@@ -5,16 +5,17 @@ import base64
 
 from fastapi import APIRouter, Request
 
+from app.api.deps import Speech
 from app.api.errors import field_names
 from app.api.openapi import documented_body
-from app.api.seed.body import Body, Speech, missing
-from app.api.seed.models import CloneBody
+from app.api.seed.body import Body, missing
+from app.api.seed.models import ERRORS, CloneBody
 from app.core.audio import decode_to_mono
 from app.core.names import VoiceName
 from app.core.speech import SpeechService
 from app.core.voices import Voice
 
-router = APIRouter(tags=["seed: voices"])
+router = APIRouter(tags=["seed: voices"], responses=ERRORS)
 
 
 def _user(user_id: str) -> VoiceName | None:
@@ -87,11 +88,13 @@ async def get_available_spks(speech: Speech, user_id: str = "") -> dict:
 
 @router.get("/voices/{spk_id}")
 async def get_voice(speech: Speech, spk_id: str, user_id: str = "") -> dict:
-    return describe(speech, await speech.voices.get(VoiceName.check("voice", spk_id), _user(user_id)))
+    user = _user(user_id)
+    return describe(speech, await speech.voices.get(VoiceName.check("voice", spk_id), user))
 
 
 @router.delete("/voices/{spk_id}")
 async def delete_voice(speech: Speech, spk_id: str, user_id: str = "") -> dict:
     """Delete a cloned voice: the user's own with ``user_id``, else one of the shared library."""
-    await speech.voices.delete(VoiceName.check("voice", spk_id), _user(user_id))
+    user = _user(user_id)
+    await speech.voices.delete(VoiceName.check("voice", spk_id), user)
     return {"status": "success", "message": f"voice {spk_id!r} deleted", "spk_id": spk_id}
