@@ -74,6 +74,12 @@ def test_engine_refusals_reach_the_sdk_as_its_error_classes(served):
     assert caught.value.body["param"] == "voice" and "built-in SFT speaker" in caught.value.body["message"]
     with pytest.raises(openai.NotFoundError):
         sdk.audio.speech.create(model="tts-1", voice="nobody", input="Hello.")
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.audio.speech.create(model="tts-1", voice="onyx", input="Hello.", response_format="ogg")
+    assert caught.value.body["param"] == "response_format"
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.audio.speech.create(model="tts-1", voice="onyx", input="Hello. " * 600)
+    assert caught.value.body["param"] == "input"
     # the tiny models have 中文女 and 英文男: OpenAI's "alloy" maps to 英文女, which is not there
     with pytest.raises(openai.NotFoundError) as caught:
         sdk.audio.speech.create(model="tts-1", voice="alloy", input="Hello.")
