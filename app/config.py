@@ -6,6 +6,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.core.names import name_problem  # the one name rule
+
 # OpenAI's voice names -> voices of this server (built-in or cloned); COSYVOICE_OPENAI_VOICES (JSON) replaces it
 DEFAULT_OPENAI_VOICES = {
     **dict.fromkeys(("alloy", "coral", "nova", "sage", "shimmer", "marin"), "英文女"),
@@ -55,6 +57,15 @@ class Settings(BaseSettings):
     openai_voices: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_OPENAI_VOICES))
 
     log_level: str = "INFO"
+
+    @field_validator("openai_voices")
+    @classmethod
+    def _voice_targets_are_names(cls, table: dict[str, str]) -> dict[str, str]:
+        for openai_name, target in table.items():
+            problem = name_problem(target)
+            if problem:
+                raise ValueError(f"COSYVOICE_OPENAI_VOICES: {openai_name!r} -> {target!r}: {problem}")
+        return table
 
     @field_validator("src", "storage_dir", mode="before")
     @classmethod

@@ -5,8 +5,9 @@ import base64
 import pytest
 from fastapi.testclient import TestClient
 
+from app.core.errors import EngineFailure
 from app.main import create_app
-from tests.audio_utils import decode
+from tests.audio_utils import decode, decode_pcm
 from tests.conftest import EN_PROMPT, clone, error_of
 
 SPEECH = "/v1/audio/speech"
@@ -52,7 +53,12 @@ def test_seed_messages_keep_their_hints(client, male_prompt):
         "message": "spk_id: a voice named 'twice' already exists; send overwrite=true to replace it",
     }
     wrong_user = client.post("/generate_audio", json={"mode": "预训练音色", "tts_text": "Hi.", "spk_customize": "x"})
-    assert wrong_user.status_code == 400 and error_of(wrong_user)["message"].startswith("user_id:")
+    assert wrong_user.status_code == 400 and error_of(wrong_user) == {
+        "code": "missing_field",
+        "message": "user_id: needed with spk_customize, prompt_speech_16k or exp_name",
+    }
+    no_prompt = client.post("/tts/zero_shot", json={"tts_text": "Hi."})
+    assert error_of(no_prompt)["message"].endswith("or the spk_id of a cloned voice")
 
 
 def test_openai_words_the_same_errors_its_own_way(client, male_prompt):
@@ -82,16 +88,21 @@ def test_the_door_is_chosen_under_a_root_path(settings):
         assert seed.status_code == 400 and error_of(seed)["message"].startswith("tts_text:")
 
 
-def test_a_failure_after_the_first_sse_event_becomes_an_error_event(client, monkeypatch):
-    from app.core.errors import EngineFailure
-
+@pytest.mark.parametrize(
+    ("failure", "message"),
+    [
+        (EngineFailure(None, "injected failure"), "injected failure"),
+        (RuntimeError("CUDA out of memory"), "the engine failed; the server log has the details"),
+    ],
+)
+def test_a_failure_after_the_first_sse_event_becomes_an_error_event(client, monkeypatch, failure, message):
     engine = client.app.state.speech.engine
     synthesize = engine.synthesize
 
     def failing(request):
         for chunk in synthesize(request):
             yield chunk
-            raise EngineFailure(None, "injected failure")
+            raise failure
 
     monkeypatch.setattr(engine, "synthesize", failing)
     body = {"model": "tts-1", "voice": "alloy", "input": "One. Two. Three.", "stream_format": "sse"}
@@ -99,9 +110,20 @@ def test_a_failure_after_the_first_sse_event_becomes_an_error_event(client, monk
     events = [line for line in response.text.splitlines() if line.startswith("data: ")]
     assert '"speech.audio.delta"' in events[0]
     assert events[-1] == (
-        'data: {"type": "error", "error": {"message": "injected failure", "type": "server_error", '
+        f'data: {{"type": "error", "error": {{"message": "{message}", "type": "server_error", '
         '"param": null, "code": "engine_error"}}'
     )
+
+
+def test_the_voice_table_may_name_any_string_and_a_voice_of_that_name_wins(settings, male_prompt):
+    table = {"My Voice": "英文女", "onyx": "英文女"}
+    with TestClient(create_app(settings.model_copy(update={"openai_voices": table}))) as client:
+        request = {"model": "tts-1", "input": "Hello there.", "response_format": "pcm"}
+        assert client.post(SPEECH, json={**request, "voice": "My Voice"}).status_code == 200
+        female = decode_pcm(client.post(SPEECH, json={**request, "voice": "onyx"}).content, 24000).median_f0()
+        assert clone(client, "onyx", male_prompt).status_code == 200
+        cloned = decode_pcm(client.post(SPEECH, json={**request, "voice": "onyx"}).content, 24000).median_f0()
+        assert cloned < 0.8 * female
 
 
 @pytest.mark.parametrize("path", ["/tts", "/v1/audio/speech"])

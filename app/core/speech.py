@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from app.config import Settings
 from app.core.errors import Invalid, Missing, NotFound, Unsupported
 from app.core.formats import AudioOutput
-from app.core.names import VoiceName
+from app.core.names import VoiceName, name_problem
 from app.core.synthesis import AudioStream, Synthesizer
 from app.core.voice_store import BuiltVoice, Upload, Voices
 from app.core.voices import Voice
@@ -131,16 +131,17 @@ class SpeechService:
     async def _stored(self, ref: VoiceRef) -> Voice:
         """The stored voice a request names (the user's own first), or the one its name stands for."""
         user = _user(ref)
-        name = VoiceName.check("voice", ref.name)
-        try:
-            return await self.voices.get(name, user, ref.user_only)
-        except NotFound:
-            if not ref.alias:
-                raise
+        if not ref.alias or name_problem(ref.name) is None:  # an alias may be any string, e.g. "My Voice"
+            try:
+                return await self.voices.get(VoiceName.check("voice", ref.name), user, ref.user_only)
+            except NotFound:
+                if not ref.alias:
+                    raise
         try:
             return await self.voices.get(VoiceName.check("voice", ref.alias), user)
         except NotFound:
-            raise NotFound("voice", f"{name!r} stands for {ref.alias!r}, which this server does not have") from None
+            problem = f"{ref.name!r} stands for {ref.alias!r}, which this server does not have"
+            raise NotFound("voice", problem) from None
 
     def status(self) -> dict:
         """What /health reports of the core."""

@@ -44,6 +44,13 @@ class Stats:
     audio_seconds: float = 0.0
 
 
+def _close(encoder: Encoder) -> None:
+    try:
+        encoder.close()
+    except Exception:  # noqa: BLE001 - the stream's outcome is decided; a codec's trailer cannot change it
+        log.warning("an encoder failed to close", exc_info=True)
+
+
 class AudioStream:
     """Encoded audio of one request, produced by a worker thread.
 
@@ -91,8 +98,10 @@ class AudioStream:
             self._deliver(("error", exc))
             return "failed"
         finally:
-            chunks.close()
-            encoder.close()
+            try:
+                chunks.close()
+            finally:
+                _close(encoder)
 
     def _closed(self) -> str:
         self._deliver(("error", ClientGone(None, "the stream was closed before it ended")))
@@ -216,7 +225,7 @@ class Synthesizer:
         try:
             await self.acquire()
         except BaseException:
-            encoder.close()
+            _close(encoder)
             raise
         stream = AudioStream(self, request, encoder)
         self.stats.started += 1

@@ -25,7 +25,7 @@ def _top_field(error: dict) -> str | None:
     if error.get("type") == "json_invalid":
         return None
     loc = error.get("loc", ())
-    return str(loc[1]) if len(loc) > 1 and loc[0] in ("body", "query", "path", "form") else None
+    return str(loc[1]) if len(loc) > 1 and loc[0] in ("body", "query", "path", "form", "header") else None
 
 
 STATUS = {
@@ -63,10 +63,11 @@ def render(exc: Exception, fields: dict[str, str]) -> JSONResponse:
     elif isinstance(exc, DoorError):
         status, code, message, param = exc.status, exc.code, exc.message, exc.param
     elif isinstance(exc, RequestValidationError):
-        named = [_top_field(error) for error in exc.errors()]
-        problems = [(f or "body", p) for f, (_, p) in zip(named, validation_problems(exc), strict=True)]
+        named = [_top_field(error) for error in exc.errors()] or [None]
+        problems = [(f or "body", p) for f, (_, p) in zip(named, validation_problems(exc), strict=False)]
         status, param = 400, named[0]
-        code = "missing_required_parameter" if exc.errors()[0].get("type") == "missing" else "invalid_value"
+        missing = [e.get("type") for e in exc.errors()[:1]] == ["missing"]
+        code = "missing_required_parameter" if missing else "invalid_value"
         message = "; ".join(f"{field}: {problem}" for field, problem in problems)
     elif isinstance(exc, HTTPException):
         status, code, message, headers = exc.status_code, "http_error", str(exc.detail), exc.headers

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import logging
 import time
 
 from fastapi import APIRouter, Request
@@ -12,11 +13,13 @@ from app.api.openai.errors import error_object
 from app.api.openai.models import OPENAI_MODELS, ErrorResponse, Model, ModelList, SpeechBody
 from app.api.openai.voices import router as voices_router
 from app.api.responses import AudioResponse
-from app.core.errors import DomainError
+from app.core.errors import ClientGone, DomainError, EngineFailure
 from app.core.formats import FORMATS, AudioOutput, audio_format
 from app.core.speech import SpeechRequest, SpeechService, VoiceRef
 from app.core.synthesis import AudioStream
 from app.engines.base import Mode
+
+log = logging.getLogger(__name__)
 
 _STARTED = int(time.time())
 _ERRORS = {
@@ -69,8 +72,15 @@ async def _events(stream: AudioStream, speech: SpeechService, characters: int):
     try:
         async for chunk in stream.chunks():
             yield _event({"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode()})
+    except ClientGone:
+        return  # nobody to tell
     except DomainError as exc:  # the status line has gone: the failure becomes the last event
         yield _event({"type": "error", "error": error_object(exc)})
+        return
+    except Exception:
+        log.exception("synthesis failed after its first SSE event")
+        failure = EngineFailure(None, "the engine failed; the server log has the details")
+        yield _event({"type": "error", "error": error_object(failure)})
         return
     output_tokens = round(stream.samples / speech.engine.sample_rate * TOKENS_PER_SECOND)
     usage = {"input_tokens": characters, "output_tokens": output_tokens, "total_tokens": characters + output_tokens}

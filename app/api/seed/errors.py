@@ -34,7 +34,10 @@ STATUS = {
     errors.ClientGone: (499, "client_closed_request"),
 }
 
-# what the seed's messages add for its clients, after the field's problem
+# the seed's own wording of a few problems, as its clients have always read them
+_PROBLEMS = {(errors.Missing, "user"): "needed with spk_customize, prompt_speech_16k or exp_name"}
+_WORDS = (("the name of a cloned voice", "the spk_id of a cloned voice"),)
+# what the seed's messages add for its clients, after the field's problem (not for a user's own voices)
 _HINTS = {
     (errors.NotFound, "spk_id"): "; GET /get_available_spks lists them",
     (errors.Missing, "spk_id"): "; GET /get_available_spks lists the speakers",
@@ -54,11 +57,20 @@ def error_body(code: str, message: str) -> dict:
     return {"error": {"code": code, "message": message}}
 
 
+def _reworded(exc: errors.DomainError) -> errors.DomainError:
+    problem = _PROBLEMS.get((type(exc), exc.param), exc.problem)
+    for old, new in _WORDS:
+        problem = problem.replace(old, new)
+    return exc if problem == exc.problem else type(exc)(exc.param, problem)
+
+
 def render(exc: Exception, fields: dict[str, str]) -> JSONResponse:
     headers = None
     if isinstance(exc, errors.DomainError):
+        exc = _reworded(exc)
         status, code, name, message = domain_error(exc, STATUS, fields, FIELDS)
-        message += _HINTS.get((type(exc), name), "")
+        if not exc.problem.startswith("user "):
+            message += _HINTS.get((type(exc), name), "")
     elif isinstance(exc, DoorError):
         status, code, message = exc.status, exc.code, exc.message
     elif isinstance(exc, RequestValidationError):

@@ -16,13 +16,13 @@ MODE_NAMES = {
 }
 
 
-class ErrorDetail(BaseModel):
+class SeedErrorDetail(BaseModel):
     code: str
     message: str = Field(description="<field>: what is wrong")
 
 
 class SeedError(BaseModel):
-    error: ErrorDetail
+    error: SeedErrorDetail
 
 
 ERRORS = {
