@@ -69,7 +69,7 @@ def render(exc: Exception, fields: dict[str, str]) -> JSONResponse:
     if isinstance(exc, errors.DomainError):
         exc = _reworded(exc)
         status, code, name, message = domain_error(exc, STATUS, fields, FIELDS)
-        if not exc.problem.startswith("user "):
+        if not (isinstance(exc, errors.NotFound) and exc.problem.startswith("user ")):  # the list is not theirs
             message += _HINTS.get((type(exc), name), "")
     elif isinstance(exc, DoorError):
         status, code, message = exc.status, exc.code, exc.message
