@@ -32,6 +32,7 @@ class Settings(BaseSettings):
 
     max_upload_mb: float = Field(20.0, gt=0)
     max_text_chars: int = Field(5000, ge=1)
+    max_prompt_text_chars: int = Field(1000, ge=1)  # a transcript of 30 s of speech is a few hundred
     prompt_min_seconds: float = Field(1.0, gt=0)
     prompt_max_seconds: float = Field(30.0, gt=0)
 

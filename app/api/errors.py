@@ -10,6 +10,7 @@ from collections.abc import Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from app.core.errors import DomainError
@@ -52,11 +53,13 @@ def install_error_handlers(app: FastAPI, doors: list[tuple[str, Render]], defaul
         return next((render for prefix, render in doors if path.startswith(prefix)), default)
 
     async def handle(request: Request, exc: Exception) -> Response:
+        if isinstance(exc, ClientDisconnect):  # the client left while sending its body: nobody to answer
+            return Response(status_code=499)
         if not isinstance(exc, DomainError | DoorError | RequestValidationError | HTTPException):
             log.exception("unhandled error", exc_info=exc)
         return door_for(route_path(request.scope))(exc, field_names(request))
 
-    for kind in (DomainError, DoorError, RequestValidationError, HTTPException, Exception):
+    for kind in (DomainError, DoorError, RequestValidationError, HTTPException, ClientDisconnect, Exception):
         app.add_exception_handler(kind, handle)
     return door_for
 

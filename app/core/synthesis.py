@@ -147,11 +147,14 @@ class AudioStream:
             raise
 
     async def chunks(self):
+        """The encoded audio; it ends early, without an error, if the stream was closed (its client left)."""
         try:
             data = self._first
             while data is not None:
                 yield data
                 data = await self._next()
+        except ClientGone:
+            return
         finally:
             self.close()
 

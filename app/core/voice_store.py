@@ -113,6 +113,9 @@ class Voices:
     async def build(self, prompt_text: str, upload: Upload) -> BuiltVoice:
         """A voice from prompt audio and its transcript ("" for none), not saved."""
         s = self.settings
+        if len(prompt_text) > s.max_prompt_text_chars:
+            problem = f"{len(prompt_text)} characters; the limit is {s.max_prompt_text_chars}"
+            raise Invalid("prompt_text", f"{problem} (COSYVOICE_MAX_PROMPT_TEXT_CHARS)")
         prompt = await asyncio.to_thread(
             prepare_prompt, upload.data, "prompt_audio", s.prompt_min_seconds, s.prompt_max_seconds
         )

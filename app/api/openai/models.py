@@ -1,9 +1,10 @@
 """The OpenAI door's request and response models (OpenAI's own field names and limits)."""
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.fields import NotABool
 from app.core.formats import FORMATS, SAMPLE_RATES
 
 ResponseFormat = Literal[tuple(FORMATS)]  # type: ignore[valid-type]
@@ -23,7 +24,9 @@ class SpeechBody(BaseModel):
     voice: str | VoiceId = Field(description="an OpenAI voice name (mapped), a built-in or cloned voice, or {id}")
     instructions: str = Field("", max_length=4096, description="how to speak; uses the engine's instructed mode")
     response_format: ResponseFormat = "mp3"
-    speed: float = Field(1.0, ge=0.25, le=4.0, description="beyond the engine's 0.5-2.0, time-stretched (pitch kept)")
+    speed: Annotated[float, NotABool] = Field(
+        1.0, ge=0.25, le=4.0, description="beyond the engine's 0.5-2.0, time-stretched (pitch kept)"
+    )
     stream_format: Literal["audio", "sse"] = "audio"
     sample_rate: Literal[SAMPLE_RATES] = Field(  # type: ignore[valid-type]
         24000, description="an extension to OpenAI's API, which always answers at 24 kHz"

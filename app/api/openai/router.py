@@ -13,7 +13,7 @@ from app.api.openai.errors import error_object
 from app.api.openai.models import OPENAI_MODELS, ErrorResponse, Model, ModelList, SpeechBody
 from app.api.openai.voices import router as voices_router
 from app.api.responses import AudioResponse
-from app.core.errors import ClientGone, DomainError, EngineFailure
+from app.core.errors import DomainError, EngineFailure
 from app.core.formats import FORMATS, AudioOutput, audio_format
 from app.core.speech import SpeechRequest, SpeechService, VoiceRef
 from app.core.synthesis import AudioStream
@@ -72,8 +72,6 @@ async def _events(stream: AudioStream, speech: SpeechService, characters: int):
     try:
         async for chunk in stream.chunks():
             yield _event({"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode()})
-    except ClientGone:
-        return  # nobody to tell
     except DomainError as exc:  # the status line has gone: the failure becomes the last event
         yield _event({"type": "error", "error": error_object(exc)})
         return

@@ -1,7 +1,10 @@
 """Request bodies shared by the routes; they parse JSON bodies and form fields alike."""
 
+from typing import Annotated
+
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
 
+from app.api.fields import NotABool
 from app.engines.base import Mode
 
 # The seed's four mode names, plus English aliases.
@@ -38,8 +41,8 @@ class Body(BaseModel):
 class SynthesisBody(Body):
     tts_text: str = Field(validation_alias=AliasChoices("tts_text", "text"))
     user_id: str = ""  # the user whose voices spk_id may name (storage namespace)
-    speed: float = Field(1.0, ge=0.5, le=2.0)
-    seed: int = Field(0, ge=0, le=2**32 - 1)
+    speed: Annotated[float, NotABool] = Field(1.0, ge=0.5, le=2.0)
+    seed: Annotated[int, NotABool] = Field(0, ge=0, le=2**32 - 1)
     # the engine's own streaming (CosyVoice): on by default, as the seed asks, so the first audio leaves
     # after the first few tokens instead of after the whole sentence; the response streams either way
     stream: bool = True

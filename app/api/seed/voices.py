@@ -10,7 +10,8 @@ from app.api.errors import field_names
 from app.api.openapi import documented_body
 from app.api.seed.body import Body, missing
 from app.api.seed.models import ERRORS, CloneBody
-from app.core.audio import decode_to_mono
+from app.core.audio import PROMPT_RATE, decode_to_mono
+from app.core.errors import Invalid
 from app.core.names import VoiceName
 from app.core.speech import SpeechService
 from app.core.voices import Voice
@@ -74,7 +75,9 @@ async def upload_audio(speech: Speech, body: Body, http: Request) -> dict:
         raise missing("file", "missing; send the audio as a multipart file part named 'file'")
     field_names(http)["prompt_audio"] = "file"
     limit = speech.settings.prompt_max_seconds
-    await asyncio.to_thread(decode_to_mono, upload.data, "prompt_audio", max_seconds=limit)
+    samples = await asyncio.to_thread(decode_to_mono, upload.data, "prompt_audio", max_seconds=limit)
+    if samples.size > limit * PROMPT_RATE:  # decoding stopped there: a small file can expand to hours
+        raise Invalid("prompt_audio", f"the audio is longer than {limit:g} s; send a shorter prompt")
     encoded = await asyncio.to_thread(base64.b64encode, upload.data)
     return {"filename": upload.filename, "audio_base64": encoded.decode()}
 

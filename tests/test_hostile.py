@@ -1,0 +1,247 @@
+"""Hostile bodies against every POST endpoint of every door: a 4xx in that door's shape, quickly, no traceback."""
+
+import base64
+import io
+import logging
+import socket
+import time
+
+import av
+import numpy as np
+import pytest
+
+from tests.audio_utils import wav
+from tests.conftest import EN_PROMPT
+from tests.test_streaming import SENTENCE, long_settings
+
+SEED = ["/tts", "/tts/pcm", "/tts/zero_shot", "/tts/cross_lingual", "/tts/instruct", "/generate_audio", "/clone"]
+OPENAI = ["/v1/audio/speech"]
+TIME_BOUND = 5.0  # seconds: every refusal here is cheap
+
+# raw bodies, the same for every endpoint (a valid-looking start, then the hostile part)
+HUGE_INT = b'{"tts_text": "hi", "input": "hi", "seed": ' + b"9" * 5000 + b"}"
+DEEP = b'{"tts_text": "hi", "input": "hi", "spk_id": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+NOT_UTF8_JSON = b'{"tts_text": "\xff\xfe", "input": "\xff\xfe"}'
+
+
+def seed_error(response) -> dict:
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    return body["error"]
+
+
+def openai_error(response) -> dict:
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
+    assert body["error"]["type"] == "invalid_request_error"
+    return body["error"]
+
+
+def _post(client, path: str, **request):
+    started = time.perf_counter()
+    response = client.post(path, **request)
+    elapsed = time.perf_counter() - started
+    assert 400 <= response.status_code < 500, (path, response.status_code, response.text[:300])
+    assert elapsed < TIME_BOUND, (path, elapsed)
+    (openai_error if path.startswith("/v1/") else seed_error)(response)
+    return response
+
+
+@pytest.fixture
+def quiet(caplog):
+    """Fails the test if anything was logged at ERROR or with a traceback."""
+    caplog.set_level(logging.INFO)
+    yield
+    loud = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not loud, [f"{r.name}: {r.getMessage()}" for r in loud]
+
+
+JSON = {"headers": {"content-type": "application/json"}}
+
+
+@pytest.mark.parametrize("path", SEED + OPENAI)
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [("huge integer", HUGE_INT), ("deep nesting", DEEP), ("invalid UTF-8", NOT_UTF8_JSON), ("a list", b"[1, 2]")],
+)
+def test_hostile_json(client, quiet, path, name, body):
+    response = _post(client, path, content=body, **JSON)
+    if not path.startswith("/v1/"):
+        assert seed_error(response)["message"].startswith("body:"), name
+
+
+@pytest.mark.parametrize("path", SEED)
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"tts_text": 5, "spk_id": "中文女"},
+        {"tts_text": "hi", "spk_id": "中文女", "speed": True},
+        {"tts_text": "hi", "spk_id": "中文女", "seed": True},
+        {"tts_text": "hi", "spk_id": "中文女", "speed": "fast"},
+        {"tts_text": "hi", "spk_id": "中文女", "seed": -1},
+        {"tts_text": "hi", "spk_id": "中文女", "speed": 1e308},
+        {"tts_text": "x" * 6000, "spk_id": "中文女"},
+    ],
+)
+def test_wrong_types_and_sizes_in_seed_fields(client, quiet, path, fields):
+    _post(client, path, json={**fields, "prompt_text": "x", "instruct_text": "x", "mode": fields.get("mode", "sft")})
+
+
+@pytest.mark.parametrize("mode", [["预训练音色"], 1, None, "预训练"])
+def test_wrong_modes(client, quiet, mode):
+    response = _post(client, "/generate_audio", json={"tts_text": "hi", "spk_id": "中文女", "mode": mode})
+    assert seed_error(response)["message"].startswith("mode:")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"input": 5},
+        {"speed": True},
+        {"speed": "fast"},
+        {"voice": {"name": "alloy"}},
+        {"voice": ["alloy"]},
+        {"response_format": None},
+        {"input": "x" * 4097},
+        {"sample_rate": True},
+    ],
+)
+def test_wrong_types_and_sizes_in_openai_fields(client, quiet, fields):
+    _post(client, "/v1/audio/speech", json={"model": "tts-1", "voice": "alloy", "input": "hi", **fields})
+
+
+@pytest.mark.parametrize("path", SEED)
+def test_invalid_utf8_in_form_fields_is_refused_not_read_as_latin1(client, quiet, path):
+    fields = {"spk_id": "中文女", "mode": "sft", "prompt_text": "x", "instruct_text": "x"}
+    multipart = _post(client, path, data=fields, files={"tts_text": (None, b"caf\xe9 \xff")})
+    assert seed_error(multipart)["message"] == "tts_text: not valid UTF-8 text"
+    urlencoded = _post(
+        client,
+        path,
+        content=b"tts_text=caf%E9&spk_id=%E4%B8%AD%E6%96%87%E5%A5%B3&mode=sft",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert seed_error(urlencoded)["message"].startswith("body: not valid UTF-8")
+
+
+def test_utf8_forms_still_work(client):
+    body = b"tts_text=%E4%BD%A0%E5%A5%BD&spk_id=%E4%B8%AD%E6%96%87%E5%A5%B3"
+    response = client.post("/tts", content=body, headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 200 and response.content
+    raw = client.post(
+        "/tts",
+        content="tts_text=你好&spk_id=中文女".encode(),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert raw.status_code == 200 and raw.content
+
+
+def _lying_wav() -> bytes:
+    data = bytearray(wav(np.zeros(1600, np.float32), 16000))
+    data[40:44] = (3600 * 16000 * 2).to_bytes(4, "little")  # says an hour; holds 0.1 s
+    data[4:8] = (36 + 3600 * 16000 * 2).to_bytes(4, "little")
+    return bytes(data)
+
+
+@pytest.fixture(scope="module")
+def flac_bomb() -> bytes:
+    """Ten minutes of digital silence at 48 kHz: 55 MB of samples in 6 KB of FLAC (largest frames, no padding)."""
+    buf, samples, block = io.BytesIO(), np.zeros(48000 * 600, np.int16), 65535
+    with av.open(buf, mode="w", format="flac", options={"metadata_header_padding": "0"}) as container:
+        stream = container.add_stream("flac", rate=48000, layout="mono", options={"frame_size": str(block)})
+        for start in range(0, samples.size, block):
+            frame = av.AudioFrame.from_ndarray(samples[None, start : start + block], format="s16", layout="mono")
+            frame.sample_rate = 48000
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    data = buf.getvalue()
+    assert samples.size * 2 / len(data) > 7000, len(data)
+    return data
+
+
+@pytest.mark.parametrize("kind", ["lying wav", "flac bomb", "not audio", "empty"])
+def test_broken_and_bomb_audio(client, quiet, flac_bomb, kind):
+    data = {"lying wav": _lying_wav(), "flac bomb": flac_bomb, "not audio": b"RIFF" + b"\0" * 100, "empty": b""}[kind]
+    files = {"prompt_audio": ("p.flac", data, "audio/flac")}
+    _post(client, "/clone", data={"spk_id": "bomb", "prompt_text": EN_PROMPT}, files=files)
+    if kind != "lying wav":  # /upload_audio only checks that a file decodes, which its 0.1 s do
+        _post(client, "/upload_audio", files={"file": ("p.flac", data, "audio/flac")})
+    _post(client, "/v1/audio/voices", data={"name": "bomb"}, files={"audio_sample": ("p.flac", data, "audio/flac")})
+    b64 = base64.b64encode(data).decode()
+    _post(client, "/tts/zero_shot", json={"tts_text": "hi", "prompt_text": EN_PROMPT, "prompt_audio_base64": b64})
+    assert client.get("/get_available_spks").json()["cloned"] == []
+
+
+def test_a_transcript_has_a_length_limit(client, quiet, male_prompt):
+    files = {"prompt_audio": ("p.wav", male_prompt, "audio/wav")}
+    response = _post(client, "/clone", data={"spk_id": "long", "prompt_text": "word " * 2000}, files=files)
+    assert seed_error(response)["message"].startswith("prompt_text: 9999 characters; the limit is 1000")
+    sample = {"audio_sample": ("p.wav", male_prompt, "audio/wav")}
+    _post(client, "/v1/audio/voices", data={"name": "long", "script_hint": "word " * 2000}, files=sample)
+
+
+@pytest.fixture
+def small_client(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from app.config import Settings
+    from app.main import create_app
+
+    settings = Settings(data_dir=tmp_path / "d", model_dir=tmp_path / "m", max_upload_mb=0.5)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.mark.parametrize("path", [*SEED, *OPENAI, "/upload_audio", "/v1/audio/voices"])
+def test_oversized_bodies(small_client, quiet, path):
+    b64 = base64.b64encode(b"\0" * 600_000).decode()
+    response = _post(small_client, path, json={"tts_text": "hi", "input": "hi", "prompt_audio_base64": b64})
+    assert response.status_code == 413
+
+
+class _Logs(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.fixture
+def server_logs():
+    """Everything the app and uvicorn log (uvicorn's loggers do not propagate to the root)."""
+    handler = _Logs()
+    loggers = [logging.getLogger(name) for name in ("", "uvicorn", "uvicorn.error")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    yield handler.records
+    for logger in loggers:
+        logger.removeHandler(handler)
+
+
+def test_clients_that_leave_are_not_server_errors(tmp_path, server_logs):
+    from tests.conftest import live_server
+
+    with live_server(long_settings(tmp_path)) as (url, app):
+        host, port = url.removeprefix("http://").split(":")
+        # 1. leaves while sending its body
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(
+                b"POST /tts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+            )
+            time.sleep(0.3)
+        # 2. leaves in the middle of a streamed answer
+        body = f'{{"tts_text": "{SENTENCE * 60}", "spk_id": "英文男"}}'.encode()
+        with socket.create_connection((host, int(port))) as sock:
+            head = "POST /tts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        synth = app.state.speech.synthesizer
+        deadline = time.monotonic() + 10
+        while synth.stats.cancelled < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert synth.stats.cancelled == 1
+        time.sleep(0.3)
+    loud = [r for r in server_logs if r.levelno >= logging.ERROR or r.exc_info]
+    assert not loud, [f"{r.name}: {r.getMessage()}" for r in loud]
