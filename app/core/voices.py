@@ -21,6 +21,7 @@ import torch
 from app.core.audio import WIDE_RATE, PromptAudio, wav_bytes
 from app.core.errors import AlreadyExists, Forbidden, Invalid, NotFound, VoiceTableUnavailable
 from app.core.names import VoiceName
+from app.core.voice_recovery import recover, staged_path
 from app.engines.base import SpeechEngine
 from app.storage.local import atomic_write_bytes
 
@@ -54,6 +55,8 @@ class VoiceLibrary:
         directory.mkdir(parents=True, exist_ok=True)
         self._entries = _read(self.file) if self.file.exists() else {}  # unreadable: refuse to start
         self._stamp = _stamp(self.file)
+        with self._locked_for_change():  # another process sharing the folder may be mid-save: wait for it
+            recover(directory, self.sources, self._entries)
         self._warn_unusable()
 
     # -- reading --------------------------------------------------------------------------
@@ -102,7 +105,7 @@ class VoiceLibrary:
             staged = {}
             try:
                 for suffix, data in sources.items():
-                    staged[suffix] = self.sources / f".{spk_id}{suffix}.new"
+                    staged[suffix] = staged_path(self.sources, spk_id, profile, suffix)
                     atomic_write_bytes(staged[suffix], data)
                 self._save({**self._entries, str(spk_id): profile})  # a plain str: the file is read weights_only
             except BaseException as exc:
@@ -122,7 +125,8 @@ class VoiceLibrary:
             if spk_id not in self._entries:
                 raise NotFound("voice", f"no voice named {spk_id!r}")
             entries = {k: v for k, v in self._entries.items() if k != spk_id}
-            self._save(entries)
+            self._save(entries)  # first: the voice disappears whole; a crash before the unlinks leaves
+            # sources of no voice, which start-up removes
             for suffix in (".wav", ".txt"):
                 (self.sources / f"{spk_id}{suffix}").unlink(missing_ok=True)
 
