@@ -18,4 +18,4 @@ RUN pip install . && useradd --create-home --uid 1000 voice && mkdir -p /data &&
 USER voice
 VOLUME ["/data"]
 EXPOSE 8000
-CMD ["uvicorn", "--factory", "app.main:create_app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "10"]
+CMD ["python", "-m", "app.server", "--host", "0.0.0.0", "--port", "8000"]

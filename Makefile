@@ -43,8 +43,7 @@ ENGINE_INSTALL := $(if $(or $(filter cosyvoice,$(ENGINE)),$(and $(filter auto,$(
 	$(MODEL_DIR)/cosyvoice2.yaml $(MODEL_DIR)/cosyvoice3.yaml))),install-cosyvoice,)
 
 run: install $(ENGINE_INSTALL)
-	$(WITH_UPSTREAM) COSYVOICE_ENGINE=$(ENGINE) $(BIN)/uvicorn --factory app.main:create_app \
-		--host $(HOST) --port $(PORT) --timeout-graceful-shutdown 10
+	$(WITH_UPSTREAM) COSYVOICE_ENGINE=$(ENGINE) $(BIN)/python -m app.server --host $(HOST) --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check app tests scripts

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     prompt_min_seconds: float = Field(1.0, gt=0)
     prompt_max_seconds: float = Field(30.0, gt=0)
 
+    # slow clients: the deadline for a request's headers (app.server) and the longest gap in its body
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    body_timeout_seconds: float = Field(30.0, gt=0)
+
     max_concurrency: int = Field(4, ge=1)
     queue_timeout_seconds: float = Field(30.0, gt=0)
     stall_timeout_seconds: float = Field(60.0, gt=0)

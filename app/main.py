@@ -1,12 +1,13 @@
 """create_app(settings) -> FastAPI: builds the core once and mounts the front doors."""
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from app.api import system
-from app.api.errors import install_error_handlers, route_path
+from app.api.errors import DoorError, install_error_handlers, route_path
 from app.api.openai import errors as openai_errors
 from app.api.openai import router as openai_router
 from app.api.seed import errors as seed_errors
@@ -22,12 +23,14 @@ from app.engines import load_engine
 from app.storage import open_storage
 
 
-class BodySizeLimit:
-    """Refuse request bodies over the limit while they arrive, not after they are buffered."""
+class RequestLimits:
+    """Refuse request bodies over the size limit while they arrive, not after they are buffered, and bodies
+    that stall: a gap of more than ``body_timeout`` seconds between their parts answers 408."""
 
-    def __init__(self, app, limit: int, door_for):
+    def __init__(self, app, limit: int, body_timeout: float, door_for):
         self.app = app
         self.limit = limit
+        self.body_timeout = body_timeout
         self.door_for = door_for
 
     async def __call__(self, scope, receive, send):
@@ -38,11 +41,18 @@ class BodySizeLimit:
         if declared and declared.isdigit() and int(declared) > self.limit:
             response = self.door_for(route_path(scope))(too_large, {})
             return await response(scope, receive, send)
-        received = 0
+        received, body_done = 0, False
 
         async def limited_receive():
-            nonlocal received
-            event = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body, receive() waits for the client to leave: no deadline
+                return await receive()
+            try:
+                event = await asyncio.wait_for(receive(), self.body_timeout)
+            except TimeoutError:
+                gap = f"no part of it arrived for {self.body_timeout:g} s (COSYVOICE_BODY_TIMEOUT_SECONDS)"
+                raise DoorError(408, "request_timeout", f"body: {gap}") from None
+            body_done = event["type"] != "http.request" or not event.get("more_body", False)
             received += len(event.get("body", b""))
             if received > self.limit:
                 raise too_large
@@ -77,5 +87,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     door_for = install_error_handlers(app, [("/v1/", openai_errors.render)], default=seed_errors.render)
     for router in (voices.router, tts.router, generate.router, openai_router.router, system.router):
         app.include_router(router)
-    app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes, door_for=door_for)
+    limits = {"limit": settings.max_upload_bytes, "body_timeout": settings.body_timeout_seconds}
+    app.add_middleware(RequestLimits, **limits, door_for=door_for)
     return app

@@ -1,4 +1,4 @@
-"""The app under a real uvicorn on 127.0.0.1 in a background thread (tests and the bench)."""
+"""The app served as `make run` serves it (app.server), on 127.0.0.1 in a background thread (tests, bench)."""
 
 import socket
 import threading
@@ -8,17 +8,18 @@ from contextlib import contextmanager
 import uvicorn
 
 from app.config import Settings
-from app.main import create_app
+from app.server import config as server_config
 
 
 @contextmanager
 def live_server(settings: Settings):
     """Yields (base URL, app); the server stops when the block ends."""
-    app = create_app(settings)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    config = server_config(settings, "127.0.0.1", port, log_level="warning")
+    app = config.app
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

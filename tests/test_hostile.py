@@ -7,6 +7,7 @@ import socket
 import time
 
 import av
+import httpx
 import numpy as np
 import pytest
 
@@ -243,5 +244,34 @@ def test_clients_that_leave_are_not_server_errors(tmp_path, server_logs):
             time.sleep(0.05)
         assert synth.stats.cancelled == 1
         time.sleep(0.3)
+    loud = [r for r in server_logs if r.levelno >= logging.ERROR or r.exc_info]
+    assert not loud, [f"{r.name}: {r.getMessage()}" for r in loud]
+
+
+def test_slow_headers_and_stalled_bodies_are_cut_off(tmp_path, server_logs):
+    """Slowloris: connections that never finish their headers are closed after the header deadline."""
+    from tests.conftest import live_server
+
+    settings = long_settings(tmp_path, header_timeout_seconds=1.0, body_timeout_seconds=1.0)
+    with live_server(settings) as (url, _app):
+        host, port = url.removeprefix("http://").split(":")
+        slow = [socket.create_connection((host, int(port))) for _ in range(50)]
+        for sock in slow:
+            sock.sendall(b"POST /tts HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+        stalled = socket.create_connection((host, int(port)))
+        stalled.sendall(
+            b"POST /tts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+        started = time.monotonic()
+        for sock in slow:
+            sock.settimeout(5)
+            assert sock.recv(100) == b"", "a connection with unfinished headers was not closed"
+            sock.close()
+        assert time.monotonic() - started < 4
+        stalled.settimeout(5)
+        answer = stalled.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408") and b'"request_timeout"' in answer, answer
+        stalled.close()
+        assert httpx.get(f"{url}/health", timeout=5).json()["status"] == "ok"
     loud = [r for r in server_logs if r.levelno >= logging.ERROR or r.exc_info]
     assert not loud, [f"{r.name}: {r.getMessage()}" for r in loud]
