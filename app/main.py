@@ -20,6 +20,7 @@ from app.core.user_voices import DownloadCache, UserStorage
 from app.core.voice_store import Voices
 from app.core.voices import VoiceLibrary
 from app.engines import load_engine
+from app.loop_errors import quiet_accept_errors
 from app.storage import open_storage
 
 
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        quiet_accept_errors(asyncio.get_running_loop())
         loaded = load_engine(settings)
         synthesizer = Synthesizer(
             loaded.engine, settings.max_concurrency, settings.queue_timeout_seconds, settings.stall_timeout_seconds
