@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     text_frontend: bool = True  # upstream's text normalisation (numbers, symbols) before synthesis
 
     max_upload_mb: float = Field(20.0, gt=0)
+    max_buffered_mb: float = Field(100.0, gt=0)  # request bodies held at once, all requests together
     max_text_chars: int = Field(5000, ge=1)
     max_prompt_text_chars: int = Field(1000, ge=1)  # a transcript of 30 s of speech is a few hundred
     prompt_min_seconds: float = Field(1.0, gt=0)

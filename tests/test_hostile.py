@@ -275,3 +275,32 @@ def test_slow_headers_and_stalled_bodies_are_cut_off(tmp_path, server_logs):
         assert httpx.get(f"{url}/health", timeout=5).json()["status"] == "ok"
     loud = [r for r in server_logs if r.levelno >= logging.ERROR or r.exc_info]
     assert not loud, [f"{r.name}: {r.getMessage()}" for r in loud]
+
+
+def test_bodies_in_flight_share_a_memory_budget(tmp_path, server_logs):
+    """Three large bodies at once over a 2 MB budget: the one that crosses it gets 503 at once, not memory."""
+    from tests.conftest import live_server
+
+    settings = long_settings(tmp_path, max_upload_mb=1.0, max_buffered_mb=2.0, body_timeout_seconds=2.0)
+    with live_server(settings) as (url, app):
+        host, port = url.removeprefix("http://").split(":")
+        head = b"POST /clone HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        head += b"Content-Length: 1000000\r\n\r\n"
+        senders = []
+        for _ in range(3):
+            sock = socket.create_connection((host, int(port)))
+            sock.sendall(head + b'{"prompt_audio_base64": "' + b"A" * 800_000)  # and the rest never comes
+            senders.append(sock)
+            time.sleep(0.3)
+        answers = []
+        for sock in senders:
+            sock.settimeout(10)
+            answers.append(sock.recv(4096))
+            sock.close()
+        assert answers[2].startswith(b"HTTP/1.1 503") and b"COSYVOICE_MAX_BUFFERED_MB" in answers[2], answers[2]
+        assert all(a.startswith(b"HTTP/1.1 408") for a in answers[:2]), answers[:2]
+        # the budget is given back: a large body is read again
+        response = httpx.post(f"{url}/upload_audio", files={"file": ("a.wav", b"\0" * 900_000)}, timeout=10)
+        assert response.status_code == 422, response.text
+    loud = [r for r in server_logs if r.levelno >= logging.ERROR or r.exc_info]
+    assert not loud, [f"{r.name}: {r.getMessage()}" for r in loud]
