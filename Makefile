@@ -16,7 +16,7 @@ export COSYVOICE_COMMIT
 WITH_UPSTREAM = src=$${COSYVOICE_SRC:-$$(cat $(VENV)/cosyvoice-src 2>/dev/null)}; env $${src:+COSYVOICE_SRC=$$src}
 LANES := fr-infer-cv2 upstream-cv2 upstream-cv3
 
-.PHONY: install install-cosyvoice run test lint bench bench-model clean $(LANES:%=test-lane-%)
+.PHONY: install install-cosyvoice run test lint bench bench-model soak clean $(LANES:%=test-lane-%)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,10 @@ test-lane-upstream-cv2 test-lane-upstream-cv3: test-lane-upstream-%: $(VENV)/.co
 
 bench: install $(ENGINE_INSTALL)
 	$(WITH_UPSTREAM) COSYVOICE_ENGINE=$(ENGINE) $(BIN)/python scripts/bench.py
+
+# A bounded mix of every door, disconnects, hostile bodies and clones at 4x the concurrency limit (10 min)
+soak: install
+	$(BIN)/python scripts/soak.py --seconds $(or $(SOAK_SECONDS),600)
 
 # Full-size random CosyVoice2-0.5B and Fun-CosyVoice3-0.5B shapes, built once into the model cache (~4 GB):
 # the service beside upstream's own non-streaming path, in one run. Takes about half an hour on 2 cores.

@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.core.names import name_problem  # the one name rule
@@ -39,7 +39,7 @@ class Settings(BaseSettings):
 
     # slow clients: the deadline for a request's headers (app.server) and the longest gap in its body
     header_timeout_seconds: float = Field(10.0, gt=0)
-    body_timeout_seconds: float = Field(30.0, gt=0)
+    body_timeout_seconds: float = Field(120.0, gt=0)  # the whole body, from when the app first waits for it
 
     max_concurrency: int = Field(4, ge=1)
     queue_timeout_seconds: float = Field(30.0, gt=0)
@@ -72,6 +72,12 @@ class Settings(BaseSettings):
             if problem:
                 raise ValueError(f"COSYVOICE_OPENAI_VOICES: {openai_name!r} -> {target!r}: {problem}")
         return table
+
+    @model_validator(mode="after")
+    def _budget_holds_a_body(self) -> "Settings":
+        if self.max_buffered_mb < self.max_upload_mb:
+            raise ValueError("COSYVOICE_MAX_BUFFERED_MB must be at least COSYVOICE_MAX_UPLOAD_MB")
+        return self
 
     @field_validator("src", "storage_dir", mode="before")
     @classmethod

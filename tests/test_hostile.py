@@ -125,6 +125,18 @@ def test_invalid_utf8_in_form_fields_is_refused_not_read_as_latin1(client, quiet
     assert seed_error(urlencoded)["message"].startswith("body: not valid UTF-8")
 
 
+def test_a_declared_charset_does_not_turn_utf8_into_latin1(client):
+    boundary = b"XyZ"
+    part = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="%s"\r\nContent-Type: text/plain; charset=latin-1\r\n\r\n%s\r\n'
+    )
+    body = part % (b"tts_text", "你好".encode()) + part % (b"spk_id", "中文女".encode()) + b"--XyZ--\r\n"
+    response = client.post(
+        "/tts", content=body, headers={"content-type": f"multipart/form-data; boundary={boundary.decode()}"}
+    )
+    assert response.status_code == 200, response.text
+
+
 def test_utf8_forms_still_work(client):
     body = b"tts_text=%E4%BD%A0%E5%A5%BD&spk_id=%E4%B8%AD%E6%96%87%E5%A5%B3"
     response = client.post("/tts", content=body, headers={"content-type": "application/x-www-form-urlencoded"})
@@ -268,10 +280,16 @@ def test_slow_headers_and_stalled_bodies_are_cut_off(tmp_path, server_logs):
             assert sock.recv(100) == b"", "a connection with unfinished headers was not closed"
             sock.close()
         assert time.monotonic() - started < 4
-        stalled.settimeout(5)
-        answer = stalled.recv(4096)
+        answer = _until_closed(stalled)  # ends only when the server closes the connection
         assert answer.startswith(b"HTTP/1.1 408") and b'"request_timeout"' in answer, answer
+        assert b"connection: close" in answer.lower()
         stalled.close()
+        # an answer before the body (an unknown path) closes the connection too: trickling the rest cannot hold it
+        trickler = socket.create_connection((host, int(port)))
+        trickler.sendall(b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nx")
+        answer = _until_closed(trickler)  # ends only when the server closes the connection
+        assert answer.startswith(b"HTTP/1.1 404") and b"connection: close" in answer.lower(), answer
+        trickler.close()
         assert httpx.get(f"{url}/health", timeout=5).json()["status"] == "ok"
     loud = [r for r in server_logs if r.levelno >= logging.ERROR or r.exc_info]
     assert not loud, [f"{r.name}: {r.getMessage()}" for r in loud]
@@ -281,7 +299,7 @@ def test_bodies_in_flight_share_a_memory_budget(tmp_path, server_logs):
     """Three large bodies at once over a 2 MB budget: the one that crosses it gets 503 at once, not memory."""
     from tests.conftest import live_server
 
-    settings = long_settings(tmp_path, max_upload_mb=1.0, max_buffered_mb=2.0, body_timeout_seconds=2.0)
+    settings = long_settings(tmp_path, max_upload_mb=1.0, max_buffered_mb=2.0, body_timeout_seconds=5.0)
     with live_server(settings) as (url, app):
         host, port = url.removeprefix("http://").split(":")
         head = b"POST /clone HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -302,5 +320,25 @@ def test_bodies_in_flight_share_a_memory_budget(tmp_path, server_logs):
         # the budget is given back: a large body is read again
         response = httpx.post(f"{url}/upload_audio", files={"file": ("a.wav", b"\0" * 900_000)}, timeout=10)
         assert response.status_code == 422, response.text
+        # the OpenAI door answers the same 503 in its own shape (not FastAPI's 400 for a body it could not read)
+        sock = socket.create_connection((host, int(port)))
+        sock.sendall(head.replace(b"/clone", b"/v1/audio/speech") + b'{"input": "' + b"A" * 800_000)
+        hog = socket.create_connection((host, int(port)))
+        hog.sendall(head + b'{"x": "' + b"A" * 800_000)
+        time.sleep(0.3)
+        third = socket.create_connection((host, int(port)))
+        third.sendall(head.replace(b"/clone", b"/v1/audio/speech") + b'{"input": "' + b"A" * 800_000)
+        answer = _until_closed(third, 10)
+        assert answer.startswith(b"HTTP/1.1 503") and b'"server_busy"' not in answer and b'"busy"' in answer, answer
+        for held in (sock, hog, third):
+            held.close()
     loud = [r for r in server_logs if r.levelno >= logging.ERROR or r.exc_info]
     assert not loud, [f"{r.name}: {r.getMessage()}" for r in loud]
+
+
+def _until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
+    sock.settimeout(timeout)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data

@@ -20,11 +20,13 @@ log = logging.getLogger(__name__)
 Render = Callable[[Exception, dict[str, str]], Response]
 
 
-class DoorError(Exception):
-    """An error of a door's own protocol (e.g. a media type it does not read), with its HTTP status."""
+class DoorError(HTTPException):
+    """An error of a door's own protocol (e.g. a media type it does not read), with its HTTP status.
+
+    An HTTPException, because FastAPI turns anything else raised while it reads a body into a 400."""
 
     def __init__(self, status: int, code: str, message: str, param: str | None = None):
-        super().__init__(message)
+        super().__init__(status, message)
         self.status, self.code, self.message, self.param = status, code, message, param
 
 

@@ -68,6 +68,7 @@ class AudioStream:
         self._stall_timeout = synthesizer.stall_timeout
         self._first: bytes | None = None
         self.samples = 0
+        self.ended_early = False  # closed before the end (the client left, or read nothing for too long)
         self.started = time.perf_counter()
         self.first_chunk_at: float | None = None
         self.first_chunk_samples = 0
@@ -154,6 +155,7 @@ class AudioStream:
                 yield data
                 data = await self._next()
         except ClientGone:
+            self.ended_early = True
             return
         finally:
             self.close()

@@ -55,8 +55,11 @@ class VoiceLibrary:
         directory.mkdir(parents=True, exist_ok=True)
         self._entries = _read(self.file) if self.file.exists() else {}  # unreadable: refuse to start
         self._stamp = _stamp(self.file)
-        with self._locked_for_change():  # another process sharing the folder may be mid-save: wait for it
-            recover(directory, self.sources, self._entries)
+        try:
+            with self._locked_for_change():  # another process sharing the folder may be mid-save: wait for it
+                recover(directory, self.sources, self._entries)
+        except OSError as exc:  # a read-only model folder: served as it is, and changes fail when tried
+            log.warning("cannot check %s for what a crash left (%s)", directory, exc)
         self._warn_unusable()
 
     # -- reading --------------------------------------------------------------------------

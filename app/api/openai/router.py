@@ -13,7 +13,7 @@ from app.api.openai.errors import error_object
 from app.api.openai.models import OPENAI_MODELS, ErrorResponse, Model, ModelList, SpeechBody
 from app.api.openai.voices import router as voices_router
 from app.api.responses import AudioResponse
-from app.core.errors import DomainError, EngineFailure
+from app.core.errors import ClientGone, DomainError, EngineFailure
 from app.core.formats import FORMATS, AudioOutput, audio_format
 from app.core.speech import SpeechRequest, SpeechService, VoiceRef
 from app.core.synthesis import AudioStream
@@ -79,6 +79,9 @@ async def _events(stream: AudioStream, speech: SpeechService, characters: int):
         log.exception("synthesis failed after its first SSE event")
         failure = EngineFailure(None, "the engine failed; the server log has the details")
         yield _event({"type": "error", "error": error_object(failure)})
+        return
+    if stream.ended_early:  # nobody read the audio for too long: the stream was cut, say so rather than done
+        yield _event({"type": "error", "error": error_object(ClientGone(None, "the stream was closed early"))})
         return
     output_tokens = round(stream.samples / speech.engine.sample_rate * TOKENS_PER_SECOND)
     usage = {"input_tokens": characters, "output_tokens": output_tokens, "total_tokens": characters + output_tokens}

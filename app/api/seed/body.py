@@ -151,12 +151,12 @@ class _StrictMultiPartParser(MultiPartParser):
 
     def on_part_end(self) -> None:
         part = self._current_part
-        if part.file is None:
-            try:
-                part.data.decode("utf-8")
-            except UnicodeDecodeError:
-                raise _NotText(f"{part.field_name}: not valid UTF-8 text") from None
-        super().on_part_end()
+        if part.file is not None:
+            return super().on_part_end()
+        try:  # UTF-8 whatever charset the part declares: the seed's fields are text in UTF-8
+            self.items.append((part.field_name, part.data.decode("utf-8")))
+        except UnicodeDecodeError:
+            raise _NotText(f"{part.field_name}: not valid UTF-8 text") from None
 
 
 async def _form(request: Request) -> RequestBody:

@@ -1,0 +1,155 @@
+"""Soak: a bounded mix of every door, disconnects, hostile bodies and clones at several times the concurrency limit.
+
+Runs the service in a subprocess (`python -m app.server`, embedded engine, loopback) and prints what it saw; it
+asserts nothing. Usage: ``make soak`` or ``python scripts/soak.py --seconds 600 --workers 16``.
+"""
+
+import argparse
+import collections
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.audio_utils import tone, wav  # noqa: E402
+
+TEXT = "The soak test speaks this sentence again and again, to see what the service holds. "
+PROMPT = wav(tone(4.0, 16000), 16000)
+HOSTILE = [
+    (b'{"tts_text": "hi", "seed": ' + b"9" * 5000 + b"}", "application/json"),
+    (b'{"tts_text": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "application/json"),
+    (b"tts_text=caf%E9&spk_id=x", "application/x-www-form-urlencoded"),
+    (b"not json", "application/json"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _proc(pid: int) -> dict:
+    status = Path(f"/proc/{pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return {
+        "rss_mb": int(fields["VmRSS"].split()[0]) / 1024,
+        "threads": int(fields["Threads"]),
+        "fds": len(os.listdir(f"/proc/{pid}/fd")),
+    }
+
+
+def _one(client: httpx.Client, url: str, rng: random.Random, counts: collections.Counter, n: int) -> None:
+    kind = rng.choice(["tts", "openai", "sse", "clone", "hostile", "leave", "voices"])
+    try:
+        if kind == "tts":
+            response = client.post(f"{url}/tts", json={"tts_text": TEXT, "spk_id": "英文男"})
+        elif kind == "openai":
+            body = {
+                "model": "tts-1",
+                "voice": "alloy",
+                "input": TEXT,
+                "response_format": rng.choice(["mp3", "opus", "aac", "flac", "wav", "pcm"]),
+            }
+            response = client.post(f"{url}/v1/audio/speech", json=body)
+        elif kind == "sse":
+            body = {"model": "tts-1", "voice": "onyx", "input": TEXT, "stream_format": "sse"}
+            response = client.post(f"{url}/v1/audio/speech", json=body)
+        elif kind == "clone":
+            data = {"spk_id": f"soak{n % 8}", "prompt_text": TEXT, "overwrite": "true"}
+            response = client.post(f"{url}/clone", data=data, files={"prompt_audio": ("p.wav", PROMPT)})
+        elif kind == "hostile":
+            body, media_type = rng.choice(HOSTILE)
+            response = client.post(f"{url}/tts", content=body, headers={"content-type": media_type})
+        elif kind == "voices":
+            response = client.get(f"{url}/get_available_spks")
+        else:  # a client that leaves after the first bytes
+            with client.stream("POST", f"{url}/tts", json={"tts_text": TEXT * 20, "spk_id": "中文女"}) as response:
+                next(response.iter_raw())
+            counts[f"{kind} {response.status_code}"] += 1
+            return
+        counts[f"{kind} {response.status_code}"] += 1
+    except httpx.HTTPError as exc:
+        counts[f"{kind} {type(exc).__name__}"] += 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=600)
+    parser.add_argument("--workers", type=int, default=16)  # 4x the default concurrency limit
+    args = parser.parse_args()
+
+    data_dir, port = Path(tempfile.mkdtemp(prefix="soak-")), _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "COSYVOICE_ENGINE": "espeak",
+        "COSYVOICE_DATA_DIR": str(data_dir),
+        "COSYVOICE_LOG_LEVEL": "WARNING",
+    }
+    log_path = data_dir / "server.log"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen([sys.executable, "-m", "app.server", "--port", str(port)], env=env, stderr=log)
+    while True:
+        try:
+            httpx.get(f"{url}/health", timeout=1)
+            break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    start = _proc(server.pid)
+    counts: collections.Counter = collections.Counter()
+    peak = dict(start)
+    health: list[float] = []
+    stop = time.monotonic() + args.seconds
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(timeout=120) as client:
+            n = 0
+            while time.monotonic() < stop:
+                _one(client, url, rng, counts, seed * 100_000 + n)
+                n += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.workers)]
+    for thread in threads:
+        thread.start()
+    with httpx.Client(timeout=30) as probe:
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            probe.get(f"{url}/health")
+            health.append(time.perf_counter() - started)
+            now = _proc(server.pid)
+            peak = {k: max(peak[k], now[k]) for k in peak}
+            time.sleep(0.2)
+    for thread in threads:
+        thread.join()
+    time.sleep(2)
+    end = _proc(server.pid)
+    server.terminate()
+    server.wait(30)
+    stray = [p.name for p in data_dir.rglob("*") if p.name.endswith((".tmp", ".new"))]
+    errors = sum(v for k, v in counts.items() if k.split()[-1].startswith("5"))
+    tracebacks = log_path.read_text(errors="replace").count("Traceback")
+    print(f"soak: {args.seconds:g} s, {args.workers} clients, {sum(counts.values())} requests")
+    for key in sorted(counts):
+        print(f"  {key:28} {counts[key]}")
+    print(f"5xx: {errors}   tracebacks in the server log: {tracebacks}   temp files left: {len(stray)}")
+    p50, p99 = statistics.median(health) * 1000, float(np.percentile(health, 99)) * 1000
+    print(f"/health: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(health)} probes)")
+    print(f"RSS MB: start {start['rss_mb']:.0f}, peak {peak['rss_mb']:.0f}, end {end['rss_mb']:.0f}")
+    print(f"threads: start {start['threads']}, end {end['threads']}; fds: start {start['fds']}, end {end['fds']}")
+
+
+if __name__ == "__main__":
+    main()
