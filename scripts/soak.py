@@ -100,7 +100,8 @@ def main() -> None:
     }
     log_path = data_dir / "server.log"
     with open(log_path, "wb") as log:
-        server = subprocess.Popen([sys.executable, "-m", "app.server", "--port", str(port)], env=env, stderr=log)
+        command = [sys.executable, "-m", "app.server", "--port", str(port)]
+        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
     while True:
         try:
             httpx.get(f"{url}/health", timeout=1)
