@@ -32,7 +32,6 @@ class AudioFormat:
     extension: str
     make: Callable[[int, int], Encoder]  # (sample rate, bitrate in kbps) -> a fresh encoder
     codec_rates: tuple[int, ...] | None = None  # rates the codec encodes (None: any); others are resampled
-    description: str = ""
 
 
 def _opus(rate: int, kbps: int) -> Encoder:
@@ -50,12 +49,12 @@ def _flac(rate: int, _kbps: int) -> Encoder:
 FORMATS = {
     f.name: f
     for f in (
-        AudioFormat("mp3", "audio/mpeg", "mp3", Mp3Encoder, SAMPLE_RATES, "MPEG layer III, constant bitrate (LAME)"),
-        AudioFormat("opus", "audio/ogg", "opus", _opus, _OPUS_RATES, "Opus in Ogg pages of 100 ms"),
-        AudioFormat("aac", "audio/aac", "aac", _aac, SAMPLE_RATES, "AAC-LC in ADTS frames"),
-        AudioFormat("flac", "audio/flac", "flac", _flac, None, "lossless, 16-bit"),
-        AudioFormat("wav", "audio/wav", "wav", lambda rate, _: StreamingWavEncoder(rate), None, "16-bit PCM"),
-        AudioFormat("pcm", "audio/pcm", "pcm", lambda rate, _: PcmEncoder(), None, "raw s16le mono, no header"),
+        AudioFormat("mp3", "audio/mpeg", "mp3", Mp3Encoder, SAMPLE_RATES),
+        AudioFormat("opus", "audio/ogg", "opus", _opus, _OPUS_RATES),
+        AudioFormat("aac", "audio/aac", "aac", _aac, SAMPLE_RATES),
+        AudioFormat("flac", "audio/flac", "flac", _flac, None),
+        AudioFormat("wav", "audio/wav", "wav", lambda rate, _: StreamingWavEncoder(rate), None),
+        AudioFormat("pcm", "audio/pcm", "pcm", lambda rate, _: PcmEncoder(), None),
     )
 }
 
