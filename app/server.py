@@ -10,6 +10,8 @@ are complete. (The body's deadline is the app's own: ``app.main.RequestLimits``.
 
 import argparse
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 
 import h11
@@ -77,7 +79,24 @@ def config(settings: Settings, host: str, port: int, **extra) -> uvicorn.Config:
     )
 
 
+def return_freed_memory() -> None:
+    """Make glibc hand large freed buffers back to the system.
+
+    glibc raises its mmap threshold after each large free (up to 32 MB), so request bodies of a few MB end up in
+    the heap and stay there: 20 concurrent 19.5 MB bodies left the process 150 MB bigger for good. Fixed
+    thresholds (what MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ set) bring it back to where it started.
+    """
+    libc_name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(libc_name) if libc_name else None
+    if libc is None or not hasattr(libc, "mallopt"):  # not glibc
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 256 * 1024)
+    libc.mallopt(m_trim_threshold, 1024 * 1024)
+
+
 def main() -> None:
+    return_freed_memory()
     parser = argparse.ArgumentParser(description="Serve the CosyVoice voice service.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)

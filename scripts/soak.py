@@ -84,6 +84,29 @@ def _one(client: httpx.Client, url: str, rng: random.Random, counts: collections
         counts[f"{kind} {type(exc).__name__}"] += 1
 
 
+def _large_bodies(url: str, pid: int, count: int = 20, megabytes: float = 19.5) -> dict:
+    """Sends `count` JSON bodies of `megabytes` at once (over the buffered budget together) and samples RSS."""
+    body = b'{"tts_text": "' + b"a" * int(megabytes * 1024 * 1024) + b'", "spk_id": "x"}'
+    before, peak, statuses = _proc(pid)["rss_mb"], 0.0, collections.Counter()
+
+    def send() -> None:
+        try:
+            with httpx.Client(timeout=120) as client:
+                response = client.post(f"{url}/tts", content=body, headers={"content-type": "application/json"})
+            statuses[str(response.status_code)] += 1
+        except httpx.HTTPError as exc:
+            statuses[type(exc).__name__] += 1
+
+    senders = [threading.Thread(target=send) for _ in range(count)]
+    for sender in senders:
+        sender.start()
+    while any(sender.is_alive() for sender in senders):
+        peak = max(peak, _proc(pid)["rss_mb"])
+        time.sleep(0.05)
+    time.sleep(2)
+    return {"before": before, "peak": peak, "after": _proc(pid)["rss_mb"], "statuses": dict(statuses)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=600)
@@ -137,6 +160,7 @@ def main() -> None:
         thread.join()
     time.sleep(2)
     end = _proc(server.pid)
+    large = _large_bodies(url, server.pid)
     server.terminate()
     server.wait(30)
     stray = [p.name for p in data_dir.rglob("*") if p.name.endswith((".tmp", ".new"))]
@@ -149,6 +173,10 @@ def main() -> None:
     p50, p99 = statistics.median(health) * 1000, float(np.percentile(health, 99)) * 1000
     print(f"/health: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(health)} probes)")
     print(f"RSS MB: start {start['rss_mb']:.0f}, peak {peak['rss_mb']:.0f}, end {end['rss_mb']:.0f}")
+    print(
+        f"20 concurrent 19.5 MB JSON bodies: RSS MB before {large['before']:.0f}, peak {large['peak']:.0f}, "
+        f"after {large['after']:.0f}; answers {large['statuses']}"
+    )
     print(f"threads: start {start['threads']}, end {end['threads']}; fds: start {start['fds']}, end {end['fds']}")
 
 

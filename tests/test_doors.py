@@ -75,7 +75,7 @@ def test_openai_words_the_same_errors_its_own_way(client, male_prompt):
     assert union["param"] == "voice" and union["message"].startswith("voice: ") and ".str" not in union["message"]
     broken = client.post(SPEECH, content=b'{"model": "tts-1",', headers={"content-type": "application/json"})
     assert broken.status_code == 400 and openai_error(broken)["param"] is None
-    assert openai_error(broken)["message"] == "body: not valid JSON"
+    assert openai_error(broken)["message"].startswith("body: not valid JSON (Expecting property name")
     missing = openai_error(client.post(SPEECH, json={"model": "tts-1", "voice": "alloy"}))
     assert (missing["param"], missing["code"]) == ("input", "missing_required_parameter")
 

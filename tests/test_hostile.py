@@ -67,8 +67,8 @@ JSON = {"headers": {"content-type": "application/json"}}
 )
 def test_hostile_json(client, quiet, path, name, body):
     response = _post(client, path, content=body, **JSON)
-    if not path.startswith("/v1/"):
-        assert seed_error(response)["message"].startswith("body:"), name
+    error = openai_error(response) if path.startswith("/v1/") else seed_error(response)
+    assert error["message"].startswith("body:"), (name, error)
 
 
 @pytest.mark.parametrize("path", SEED)
@@ -123,6 +123,13 @@ def test_invalid_utf8_in_form_fields_is_refused_not_read_as_latin1(client, quiet
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
     assert seed_error(urlencoded)["message"].startswith("body: not valid UTF-8")
+
+
+def test_invalid_utf8_in_openai_form_fields_is_refused(client, quiet, male_prompt):
+    sample = {"audio_sample": ("p.wav", male_prompt, "audio/wav"), "name": (None, b"caf\xe9")}
+    error = openai_error(_post(client, "/v1/audio/voices", files=sample))
+    assert (error["param"], error["message"]) == ("name", "name: not valid UTF-8 text")
+    assert client.get("/v1/audio/voices").json()["data"] == []
 
 
 def test_a_declared_charset_does_not_turn_utf8_into_latin1(client):
@@ -342,3 +349,22 @@ def _until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
     while chunk := sock.recv(65536):
         data += chunk
     return data
+
+
+def test_an_unexpected_500_tells_a_keep_alive_client_the_connection_closes(tmp_path, server_logs):
+    from tests.conftest import live_server
+
+    with live_server(long_settings(tmp_path)) as (url, app):
+        host, port = url.removeprefix("http://").split(":")
+
+        def broken(*_args):
+            raise RuntimeError("an injected bug")
+
+        app.state.speech.voices.builtin_ids = broken
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(b"GET /get_available_spks HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = _until_closed(sock)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 500") and b"connection: close" in head.lower(), head
+        assert b'"internal_error"' in body, body
+    assert any("an injected bug" in str(r.exc_info[1]) for r in server_logs if r.exc_info)

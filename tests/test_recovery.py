@@ -101,3 +101,27 @@ def test_fingerprints_survive_a_round_trip_through_the_table(folder, engine):
     library.save(VoiceName("same"), voice, "words", prompt, overwrite=False)
     assert fingerprint(_library(folder, engine).get(VoiceName("same")).profile) == fingerprint(voice)
     assert os.path.getsize(folder / "spk2info.pt") > 0
+
+
+def test_a_folder_that_cannot_be_synced_after_the_table_was_replaced_still_saves_whole(folder, engine, monkeypatch):
+    """The table's rename is the save's commit: a failing directory fsync after it must not undo the sources."""
+    import stat
+
+    library = _library(folder, engine)
+    old, old_prompt = _prompt(engine, "英文男")
+    library.save(VoiceName("vera"), old, "old words", old_prompt, overwrite=False)
+    new, new_prompt = _prompt(engine, "英文女")
+    fsync = os.fsync
+
+    def no_directory_sync(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(22, "Invalid argument")
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", no_directory_sync)
+    library.save(VoiceName("vera"), new, "new words", new_prompt, overwrite=True)
+    monkeypatch.undo()
+    reopened = _library(folder, engine)
+    assert fingerprint(reopened.get(VoiceName("vera")).profile) == fingerprint(new)
+    assert (folder / "voice_sources" / "vera.txt").read_text() == "new words"
+    assert _files(folder) == ["vera.txt", "vera.wav"]

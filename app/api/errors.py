@@ -57,9 +57,13 @@ def install_error_handlers(app: FastAPI, doors: list[tuple[str, Render]], defaul
     async def handle(request: Request, exc: Exception) -> Response:
         if isinstance(exc, ClientDisconnect):  # the client left while sending its body: nobody to answer
             return Response(status_code=499)
+        response = door_for(route_path(request.scope))(exc, field_names(request))
         if not isinstance(exc, DomainError | DoorError | RequestValidationError | HTTPException):
             log.exception("unhandled error", exc_info=exc)
-        return door_for(route_path(request.scope))(exc, field_names(request))
+            # Starlette re-raises it after this answer and uvicorn then drops the connection: say so, or a
+            # keep-alive client sends its next request into a closed socket
+            response.headers["connection"] = "close"
+        return response
 
     for kind in (DomainError, DoorError, RequestValidationError, HTTPException, ClientDisconnect, Exception):
         app.add_exception_handler(kind, handle)

@@ -5,6 +5,10 @@ staged files into place. The fingerprint is the new profile's: at start-up a sta
 matches the table's entry belongs to a saved voice and is moved into place (roll forward); any other is dropped
 (the table still holds the old voice, whose source was never touched). Sources of voices no longer in the table
 (a crash during a delete) and temp files of interrupted atomic writes are removed.
+
+When the new profile equals the old one (coarse profiles can), a staged file is rolled forward even if the crash
+came before the table was written; the result is still one of the two states a save may leave: the new voice
+(which is the old profile) with the new voice's source.
 """
 
 import hashlib

@@ -1,5 +1,6 @@
 """Crash-safe local files, and the local-directory Storage (the default)."""
 
+import logging
 import os
 import stat
 import tempfile
@@ -9,9 +10,15 @@ from typing import BinaryIO
 
 from app.storage.base import ObjectInfo, ObjectNotFound
 
+log = logging.getLogger(__name__)
+
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Temp file in the same folder, fsync, os.replace, fsync the folder: old or new, never half."""
+    """Temp file in the same folder, fsync, os.replace, fsync the folder: old or new, never half.
+
+    The rename is the commit: once it is done the new content is what readers see, so a folder that cannot be
+    synced after it (some file systems refuse fsync on a directory) is logged, not raised as a failed write.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -23,11 +30,14 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        log.warning("%s was written, but its folder could not be synced to disk: %s", path, exc)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -7,6 +7,7 @@ import time
 
 from fastapi import APIRouter, Request
 
+from app.api.bodies import SafeBodyRoute
 from app.api.deps import Speech
 from app.api.errors import DoorError
 from app.api.openai.errors import error_object
@@ -35,7 +36,7 @@ _AUDIO = {
 # CosyVoice's speech tokens run at 25 per second of audio: usage.output_tokens counts them
 TOKENS_PER_SECOND = 25
 
-router = APIRouter(prefix="/v1", tags=["openai"], responses=_ERRORS)
+router = APIRouter(prefix="/v1", tags=["openai"], responses=_ERRORS, route_class=SafeBodyRoute)
 router.include_router(voices_router)
 
 

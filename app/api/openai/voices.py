@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
 
+from app.api.bodies import SafeBodyRoute
 from app.api.deps import Speech
 from app.api.errors import DoorError
 from app.api.openai.models import Voice, VoiceDeleted, VoiceList
@@ -11,7 +12,7 @@ from app.core.names import VoiceName
 from app.core.speech import SpeechService
 from app.core.voice_store import Upload
 
-router = APIRouter(prefix="/audio/voices")
+router = APIRouter(prefix="/audio/voices", route_class=SafeBodyRoute)
 
 
 async def _voice(speech: SpeechService, name: VoiceName) -> Voice:

@@ -7,16 +7,14 @@ models are still Pydantic's, and ``documented`` puts them in the OpenAPI schema 
 import asyncio
 import base64
 import binascii
-import json
 from dataclasses import dataclass, field
 from typing import Annotated, TypeVar
-from urllib.parse import parse_qsl
 
 from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
+from app.api.bodies import BodyProblem, read_form, read_json
 from app.api.errors import DoorError, field_names, validation_problems
 from app.core.errors import Invalid
 from app.core.voice_store import Upload
@@ -100,83 +98,26 @@ async def read_body(request: Request) -> RequestBody:
     return body
 
 
-# No field of any request nests or counts this far: deeper or longer is a hostile body, refused early.
-MAX_JSON_DEPTH = 32
-MAX_INT_DIGITS = 100  # Python refuses over 4300 digits with a ValueError; nothing here needs more than 20
-
-
-class _TooBig(ValueError):
-    pass
-
-
-def _bounded_int(text: str) -> int:
-    if len(text) > MAX_INT_DIGITS:
-        raise _TooBig(f"an integer of {len(text)} digits (at most {MAX_INT_DIGITS})")
-    return int(text)
-
-
-def _parse_json(raw: bytes):
-    data = json.loads(raw, parse_int=_bounded_int)
-    stack = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > MAX_JSON_DEPTH:
-            raise _TooBig(f"nested deeper than {MAX_JSON_DEPTH} levels")
-        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return data
-
-
 async def _json_object(raw: bytes) -> dict:
     try:
-        data = await asyncio.to_thread(_parse_json, raw or b"{}")  # bodies can be megabytes of base64
-    except _TooBig as exc:
-        raise _invalid("body", str(exc)) from None
-    except RecursionError:  # json's own parser gives up far below anything we would accept
-        raise _invalid("body", f"nested deeper than {MAX_JSON_DEPTH} levels") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _invalid("body", f"not valid JSON ({exc})") from None
+        data = await read_json(raw or b"{}")
+    except BodyProblem as exc:
+        raise _invalid(exc.field, exc.problem) from None
     if not isinstance(data, dict):
         raise _invalid("body", "expected a JSON object")
     return data
 
 
-class _NotText(MultiPartException):
-    pass
-
-
-class _StrictMultiPartParser(MultiPartParser):
-    """Starlette's parser, except that a text field that is not valid UTF-8 is refused instead of being read
-    as Latin-1 (Starlette's fallback), which would speak or store mojibake."""
-
-    def on_part_end(self) -> None:
-        part = self._current_part
-        if part.file is not None:
-            return super().on_part_end()
-        try:  # UTF-8 whatever charset the part declares: the seed's fields are text in UTF-8
-            self.items.append((part.field_name, part.data.decode("utf-8")))
-        except UnicodeDecodeError:
-            raise _NotText(f"{part.field_name}: not valid UTF-8 text") from None
-
-
 async def _form(request: Request) -> RequestBody:
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";")[0].strip().lower() == "multipart/form-data":
-        limit = request.app.state.settings.max_upload_bytes
-        parser = _StrictMultiPartParser(request.headers, request.stream(), max_part_size=limit)
-        try:
-            form = await parser.parse()
-        except _NotText as exc:
-            raise DoorError(422, "invalid_input", exc.message) from None
-        except MultiPartException as exc:
-            raise DoorError(400, "bad_request", f"body: {exc.message}") from None
-        items = form.multi_items()
-    else:
-        items = _urlencoded(await request.body())
-        form = None
+    try:
+        form = await read_form(request, request.app.state.settings.max_upload_bytes)
+    except BodyProblem as exc:
+        if exc.malformed:
+            raise DoorError(400, "bad_request", str(exc)) from None
+        raise _invalid(exc.field, exc.problem) from None
     body = RequestBody(request, {})
     try:
-        for name, value in items:
+        for name, value in form.multi_items():
             if name in body.fields or name in body.files:
                 raise _invalid(name, "sent more than once")
             if isinstance(value, UploadFile):
@@ -184,19 +125,8 @@ async def _form(request: Request) -> RequestBody:
             else:
                 body.fields[name] = value
     finally:
-        if form is not None:
-            await form.close()
+        await form.close()
     return body
-
-
-def _urlencoded(raw: bytes) -> list[tuple[str, str]]:
-    try:
-        text = raw.decode("utf-8")  # percent-encoded, or UTF-8 as curl -d sends it
-        return parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict", max_num_fields=1000)
-    except UnicodeDecodeError:
-        raise _invalid("body", "not valid UTF-8 text (a form's fields, percent-decoded)") from None
-    except ValueError as exc:  # too many fields
-        raise DoorError(400, "bad_request", f"body: {exc}") from None
 
 
 Body = Annotated[RequestBody, Depends(read_body)]
