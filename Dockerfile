@@ -13,7 +13,9 @@ WORKDIR /srv
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md ./
 COPY app ./app
-RUN pip install . && useradd --create-home --uid 1000 voice && mkdir -p /data && chown voice /data
+RUN pip install . \
+    && python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. app/api/runtime/cosyvoice.proto \
+    && useradd --create-home --uid 1000 voice && mkdir -p /data && chown voice /data
 
 USER voice
 VOLUME ["/data"]

@@ -26,7 +26,12 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed
+# gRPC stubs for upstream's runtime API, generated from our copy of its contract (not kept in git)
+GRPC_STUBS := app/api/runtime/cosyvoice_pb2.py app/api/runtime/cosyvoice_pb2_grpc.py
+$(GRPC_STUBS) &: app/api/runtime/cosyvoice.proto $(VENV)/.installed
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. app/api/runtime/cosyvoice.proto
+
+install: $(VENV)/.installed $(GRPC_STUBS)
 
 # The real CosyVoice engine: its dependencies from PyPI (scripts/install_cosyvoice.sh), then the choice of
 # upstream's code (scripts/use_upstream.sh: COSYVOICE_SRC, the recorded checkout, or a fetch of the commit).
@@ -62,7 +67,7 @@ test-lane-fr-infer-cv2: $(VENV)/.cosyvoice-installed
 # a static pattern rule: make searches no implicit rule for a phony target
 test-lane-upstream-cv2 test-lane-upstream-cv3: test-lane-upstream-%: $(VENV)/.cosyvoice-installed
 	$(WITH_UPSTREAM) $(BIN)/pytest -q --lane upstream-$* tests/test_cosyvoice.py tests/test_cosyvoice_runtime.py \
-		tests/test_cosyvoice_openai.py
+		tests/test_cosyvoice_openai.py tests/test_cosyvoice_doors.py
 
 bench: install $(ENGINE_INSTALL)
 	$(WITH_UPSTREAM) COSYVOICE_ENGINE=$(ENGINE) $(BIN)/python scripts/bench.py

@@ -14,6 +14,13 @@ DEFAULT_OPENAI_VOICES = {
     **dict.fromkeys(("ash", "ballad", "echo", "fable", "onyx", "verse", "cedar"), "英文男"),
 }
 
+# DashScope's CosyVoice voices (as in its documentation's examples) -> voices of this server
+DEFAULT_DASHSCOPE_VOICES = {
+    **dict.fromkeys(("longxiaochun", "longxiaochun_v2", "longwan", "longwan_v2", "longanhuan"), "中文女"),
+    **dict.fromkeys(("longcheng", "longcheng_v2", "longanyang", "longshu", "longshu_v2"), "中文男"),
+    **dict.fromkeys(("loongstella", "loongstella_v2", "loongbella", "loongbella_v2"), "英文女"),
+}
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COSYVOICE_", env_file=".env", extra="ignore")
@@ -61,16 +68,23 @@ class Settings(BaseSettings):
     voice_cache_mb: float = Field(200.0, gt=0)
 
     openai_voices: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_OPENAI_VOICES))
+    # DashScope's voice names -> voices of this server; COSYVOICE_DASHSCOPE_VOICES (JSON) replaces it
+    dashscope_voices: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_DASHSCOPE_VOICES))
+    dashscope_idle_seconds: float = Field(23.0, gt=0)  # DashScope's longest gap between a task's messages
+
+    # upstream CosyVoice's gRPC API (runtime/python/grpc): off unless a port is given
+    grpc_port: int | None = Field(None, ge=1, le=65535)
+    grpc_host: str = "127.0.0.1"
 
     log_level: str = "INFO"
 
-    @field_validator("openai_voices")
+    @field_validator("openai_voices", "dashscope_voices")
     @classmethod
-    def _voice_targets_are_names(cls, table: dict[str, str]) -> dict[str, str]:
-        for openai_name, target in table.items():
+    def _voice_targets_are_names(cls, table: dict[str, str], info) -> dict[str, str]:
+        for their_name, target in table.items():
             problem = name_problem(target)
             if problem:
-                raise ValueError(f"COSYVOICE_OPENAI_VOICES: {openai_name!r} -> {target!r}: {problem}")
+                raise ValueError(f"COSYVOICE_{info.field_name.upper()}: {their_name!r} -> {target!r}: {problem}")
         return table
 
     @model_validator(mode="after")

@@ -7,10 +7,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api import system
+from app.api.dashscope import ws as dashscope_ws
 from app.api.errors import install_error_handlers
 from app.api.limits import RequestLimits
 from app.api.openai import errors as openai_errors
 from app.api.openai import router as openai_router
+from app.api.runtime import grpc_server
+from app.api.runtime import http as runtime_http
 from app.api.seed import errors as seed_errors
 from app.api.seed import generate, tts, voices
 from app.config import Settings
@@ -41,15 +44,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         voice_store = Voices(settings, loaded.engine, library, users, synthesizer)
         app.state.speech = SpeechService(settings, loaded.engine, voice_store, synthesizer)
         app.state.engine_reason = loaded.reason
+        grpc = None
+        if settings.grpc_port:
+            grpc = await grpc_server.start(app.state.speech, settings.grpc_host, settings.grpc_port)
         try:
             yield
         finally:
+            if grpc is not None:
+                await grpc.stop(grace=5)
             app.state.speech.shutdown()
 
     app = FastAPI(title="CosyVoice voice service", version="0.2.0", lifespan=lifespan)
     app.state.settings = settings
-    door_for = install_error_handlers(app, [("/v1/", openai_errors.render)], default=seed_errors.render)
-    for router in (voices.router, tts.router, generate.router, openai_router.router, system.router):
+    doors = [("/v1/", openai_errors.render), (runtime_http.PREFIX, runtime_http.render)]
+    door_for = install_error_handlers(app, doors, default=seed_errors.render)
+    seed = (voices.router, tts.router, generate.router)
+    for router in (*seed, openai_router.router, runtime_http.router, dashscope_ws.router, system.router):
         app.include_router(router)
     app.add_middleware(RequestLimits, settings=settings, door_for=door_for)
     return app

@@ -101,6 +101,20 @@ def pytest_addoption(parser):
     )
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "upstream_lane: needs upstream's own files; runs in the upstream lanes only")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests about upstream's own files are deselected (not skipped) in the lane that runs the installed wheel."""
+    if LANES[config.getoption("--lane")].upstream:
+        return
+    kept = [item for item in items if item.get_closest_marker("upstream_lane") is None]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
 @pytest.fixture(scope="session")
 def lane(request) -> Lane:
     return LANES[request.config.getoption("--lane")]

@@ -17,6 +17,7 @@ from tests.test_streaming import SENTENCE, long_settings
 
 SEED = ["/tts", "/tts/pcm", "/tts/zero_shot", "/tts/cross_lingual", "/tts/instruct", "/generate_audio", "/clone"]
 OPENAI = ["/v1/audio/speech"]
+RUNTIME = ["/inference_sft", "/inference_zero_shot", "/inference_cross_lingual", "/inference_instruct"]
 TIME_BOUND = 5.0  # seconds: every refusal here is cheap
 
 # raw bodies, the same for every endpoint (a valid-looking start, then the hostile part)
@@ -38,13 +39,20 @@ def openai_error(response) -> dict:
     return body["error"]
 
 
-def _post(client, path: str, **request):
+def runtime_error(response) -> dict:
+    body = response.json()
+    assert set(body) == {"detail"} and isinstance(body["detail"], str), body
+    return body
+
+
+def _post(client, path: str, method: str = "POST", **request):
     started = time.perf_counter()
-    response = client.post(path, **request)
+    response = client.request(method, path, **request)
     elapsed = time.perf_counter() - started
     assert 400 <= response.status_code < 500, (path, response.status_code, response.text[:300])
     assert elapsed < TIME_BOUND, (path, elapsed)
-    (openai_error if path.startswith("/v1/") else seed_error)(response)
+    shape = openai_error if path.startswith("/v1/") else runtime_error if path in RUNTIME else seed_error
+    shape(response)
     return response
 
 
@@ -60,13 +68,16 @@ def quiet(caplog):
 JSON = {"headers": {"content-type": "application/json"}}
 
 
-@pytest.mark.parametrize("path", SEED + OPENAI)
+@pytest.mark.parametrize("path", SEED + OPENAI + RUNTIME)
 @pytest.mark.parametrize(
     ("name", "body"),
     [("huge integer", HUGE_INT), ("deep nesting", DEEP), ("invalid UTF-8", NOT_UTF8_JSON), ("a list", b"[1, 2]")],
 )
 def test_hostile_json(client, quiet, path, name, body):
     response = _post(client, path, content=body, **JSON)
+    if path in RUNTIME:  # its bodies are forms: JSON is not read at all
+        assert runtime_error(response)["detail"].startswith("tts_text: Field required"), name
+        return
     error = openai_error(response) if path.startswith("/v1/") else seed_error(response)
     assert error["message"].startswith("body:"), (name, error)
 
@@ -187,6 +198,9 @@ def test_broken_and_bomb_audio(client, quiet, flac_bomb, kind):
     if kind != "lying wav":  # /upload_audio only checks that a file decodes, which its 0.1 s do
         _post(client, "/upload_audio", files={"file": ("p.flac", data, "audio/flac")})
     _post(client, "/v1/audio/voices", data={"name": "bomb"}, files={"audio_sample": ("p.flac", data, "audio/flac")})
+    for method in ("GET", "POST"):
+        prompt = {"prompt_wav": ("p.flac", data, "audio/flac")}
+        _post(client, "/inference_cross_lingual", method, data={"tts_text": "hi"}, files=prompt)
     b64 = base64.b64encode(data).decode()
     _post(client, "/tts/zero_shot", json={"tts_text": "hi", "prompt_text": EN_PROMPT, "prompt_audio_base64": b64})
     assert client.get("/get_available_spks").json()["cloned"] == []
@@ -212,7 +226,7 @@ def small_client(tmp_path):
         yield client
 
 
-@pytest.mark.parametrize("path", [*SEED, *OPENAI, "/upload_audio", "/v1/audio/voices"])
+@pytest.mark.parametrize("path", [*SEED, *OPENAI, *RUNTIME, "/upload_audio", "/v1/audio/voices"])
 def test_oversized_bodies(small_client, quiet, path):
     b64 = base64.b64encode(b"\0" * 600_000).decode()
     response = _post(small_client, path, json={"tts_text": "hi", "input": "hi", "prompt_audio_base64": b64})

@@ -92,8 +92,10 @@ def _urlencoded(raw: bytes) -> list[tuple[str, str]]:
 async def read_form(request: Request, max_part_size: int) -> FormData:
     """A multipart or urlencoded form; ``max_part_size`` bounds each text field (files are bounded elsewhere)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type != "multipart/form-data":
+    if content_type == "application/x-www-form-urlencoded":
         return FormData(_urlencoded(await request.body()))
+    if content_type != "multipart/form-data":
+        return FormData()  # not a form: no fields (each route says which it misses)
     parser = _StrictMultiPartParser(
         request.headers, request.stream(), max_fields=MAX_FORM_FIELDS, max_part_size=max_part_size
     )

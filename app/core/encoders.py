@@ -155,16 +155,16 @@ class Resample:
         return self._stream.resample_chunk(np.zeros(0, np.float32), last=True)
 
 
-class Tempo:
-    """Faster or slower speech at the same pitch: ffmpeg's ``atempo`` (WSOLA), chained for factors beyond 0.5-2."""
+class Filters:
+    """ffmpeg audio filters (through PyAV's filter graph) as a stage: float32 mono in and out at one rate."""
 
-    def __init__(self, rate: int, factor: float):
+    def __init__(self, rate: int, filters: list[tuple[str, str]]):
         self._rate = rate
         self._pts = 0
         self._graph = av.filter.Graph()
         node = self._graph.add_abuffer(format="flt", sample_rate=rate, layout="mono", time_base=Fraction(1, rate))
-        for step in _tempo_steps(factor):
-            following = self._graph.add("atempo", f"{step:.6f}")
+        for name, args in [*filters, ("aformat", f"sample_fmts=flt:sample_rates={rate}:channel_layouts=mono")]:
+            following = self._graph.add(name, args)
             node.link_to(following)
             node = following
         node.link_to(self._graph.add("abuffersink"))
@@ -190,6 +190,30 @@ class Tempo:
             except (av.BlockingIOError, av.EOFError):
                 break
         return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def Tempo(rate: int, factor: float) -> Filters:  # noqa: N802 - a stage, named like the others
+    """Faster or slower speech at the same pitch: ffmpeg's ``atempo`` (WSOLA), chained for factors beyond 0.5-2."""
+    return Filters(rate, [("atempo", f"{step:.6f}") for step in _tempo_steps(factor)])
+
+
+def Pitch(rate: int, factor: float) -> Filters:  # noqa: N802
+    """Higher or lower voice at the same speed: played ``factor`` times faster, resampled back, then stretched."""
+    shifted = [("asetrate", f"{round(rate * factor)}"), ("aresample", f"{rate}")]
+    return Filters(rate, shifted + [("atempo", f"{step:.6f}") for step in _tempo_steps(1 / factor)])
+
+
+class Gain:
+    """Louder or softer, clipped to full scale."""
+
+    def __init__(self, factor: float):
+        self._factor = np.float32(factor)
+
+    def process(self, chunk: np.ndarray) -> np.ndarray:
+        return np.clip(chunk * self._factor, -1.0, 1.0)
+
+    def flush(self) -> np.ndarray:
+        return np.zeros(0, np.float32)
 
 
 def _tempo_steps(factor: float) -> list[float]:

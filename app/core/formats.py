@@ -11,7 +11,9 @@ from app.core.encoders import (
     AvEncoder,
     Chain,
     Encoder,
+    Gain,
     PcmEncoder,
+    Pitch,
     Resample,
     Stage,
     StreamingWavEncoder,
@@ -74,6 +76,8 @@ class AudioOutput:
     sample_rate: int | None = None
     bitrate_kbps: int = 64
     whole: bool = False  # sent in one piece: a WAV then carries its exact sizes
+    gain: float = 1.0  # louder (>1) or softer
+    pitch: float = 1.0  # a higher (>1) or lower voice, at the same speed
 
     def rate_for(self, engine_rate: int) -> int:
         """The rate the listener gets (a codec that cannot encode it gets the next rate up it can)."""
@@ -89,6 +93,10 @@ class AudioOutput:
         stages: list[Stage] = []
         if abs(tempo - 1.0) > 1e-6:
             stages.append(Tempo(engine_rate, tempo))
+        if abs(self.pitch - 1.0) > 1e-6:
+            stages.append(Pitch(engine_rate, self.pitch))
+        if abs(self.gain - 1.0) > 1e-6:
+            stages.append(Gain(self.gain))
         if rate != engine_rate:
             stages.append(Resample(engine_rate, rate))
         if self.format.name == "wav" and self.whole:

@@ -86,9 +86,10 @@ class SpeechService:
             raise Invalid("text", f"{len(text)} characters; the limit is {self.settings.max_text_chars}")
         return text
 
-    async def prepare(self, request: SpeechRequest) -> Prepared:
-        """Check a request and resolve its voice once into what the engine needs."""
-        text = self.check_text(request.text)
+    async def prepare(self, request: SpeechRequest, with_text: bool = True) -> Prepared:
+        """Check a request and resolve its voice once into what the engine needs (``with_text=False``: a task's
+        text comes later, sentence by sentence)."""
+        text = self.check_text(request.text) if with_text else ""
         label = MODE_LABELS[request.mode]
         if request.mode not in self.engine.capabilities:
             raise Unsupported("mode", f"the {self.engine.name} engine does not support {label}")

@@ -44,7 +44,7 @@ class Stats:
     audio_seconds: float = 0.0
 
 
-def _close(encoder: Encoder) -> None:
+def close_encoder(encoder: Encoder) -> None:
     try:
         encoder.close()
     except Exception:  # noqa: BLE001 - the stream's outcome is decided; a codec's trailer cannot change it
@@ -102,7 +102,7 @@ class AudioStream:
             try:
                 chunks.close()
             finally:
-                _close(encoder)
+                close_encoder(encoder)
 
     def _closed(self) -> str:
         self._deliver(("error", ClientGone(None, "the stream was closed before it ended")))
@@ -230,7 +230,7 @@ class Synthesizer:
         try:
             await self.acquire()
         except BaseException:
-            _close(encoder)
+            close_encoder(encoder)
             raise
         stream = AudioStream(self, request, encoder)
         self.stats.started += 1

@@ -18,3 +18,24 @@ def split_sentences(text: str) -> list[str]:
             sentence = sentence[cut:]
         out.append(sentence)
     return [s.strip() for s in out if s.strip()]
+
+
+class SentenceBuffer:
+    """Text that arrives in pieces (an LLM's tokens): the sentences it completes, as soon as they are complete."""
+
+    def __init__(self) -> None:
+        self._text = ""
+
+    def add(self, text: str) -> list[str]:
+        parts = _SENTENCE_END.split(self._text + text)
+        self._text = parts.pop()  # not finished yet ("" when the text ended with a sentence)
+        if len(self._text) > _MAX_SENTENCE_CHARS:  # no end in sight: speak up to its last clause end
+            cut = max((m.start() for m in _CLAUSE_END.finditer(self._text)), default=0) or len(self._text)
+            parts.append(self._text[:cut])
+            self._text = self._text[cut:]
+        return [sentence for part in parts for sentence in split_sentences(part)]
+
+    def rest(self) -> list[str]:
+        """What is left, complete or not (a flush, or the end of the text)."""
+        text, self._text = self._text, ""
+        return split_sentences(text)

@@ -5,7 +5,9 @@ needs. Saving a voice built during a request is its own call (``save``), never a
 """
 
 import asyncio
+import io
 import logging
+import wave
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
@@ -28,6 +30,17 @@ class Upload:
 
     data: bytes
     filename: str = ""
+
+    @classmethod
+    def from_pcm16(cls, raw: bytes, rate: int) -> "Upload":
+        """Raw little-endian int16 mono samples (upstream's gRPC prompt), as a WAV file."""
+        buf = io.BytesIO()
+        with wave.open(buf, "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(rate)
+            out.writeframes(raw)
+        return cls(buf.getvalue(), "prompt.wav")
 
 
 @dataclass(frozen=True)

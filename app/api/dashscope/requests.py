@@ -1,0 +1,57 @@
+"""From DashScope's synthesis parameters to the core's SpeechRequest and AudioOutput, and the core's errors back
+to DashScope's codes. Shared by the WebSocket and the HTTP synthesizer."""
+
+import dataclasses
+
+from app.api.dashscope.models import SynthesisParameters
+from app.core import errors
+from app.core.formats import FORMATS, AudioOutput
+from app.core.speech import SpeechRequest, SpeechService, VoiceRef
+from app.engines.base import Mode
+
+OPUS_KBPS = 32  # DashScope's default for opus
+
+# core parameter -> DashScope's field name
+FIELDS = {
+    "text": "text",
+    "voice": "voice",
+    "name": "voice",
+    "instruction": "instruction",
+    "speed": "rate",
+    "seed": "seed",
+    "format": "format",
+    "prompt_audio": "url",
+    "prompt_text": "prompt_text",
+}
+
+# how each core error is answered: HTTP status, DashScope's error code
+STATUS = {
+    errors.Missing: (400, "InvalidParameter"),
+    errors.Invalid: (400, "InvalidParameter"),
+    errors.Unsupported: (400, "InvalidParameter"),
+    errors.NotFound: (404, "InvalidParameter"),
+    errors.AlreadyExists: (409, "InvalidParameter"),
+    errors.Forbidden: (403, "AccessDenied"),
+    errors.TooLarge: (413, "InvalidParameter"),
+    errors.Busy: (429, "Throttling"),
+    errors.EngineFailure: (500, "InternalError"),
+    errors.VoiceTableUnavailable: (503, "InternalError"),
+    errors.StorageFailure: (502, "InternalError"),
+    errors.StorageUnavailable: (503, "InternalError"),
+    errors.ClientGone: (499, "RequestCancelled"),
+}
+
+
+def speech_request(speech: SpeechService, params: SynthesisParameters, text: str = "") -> SpeechRequest:
+    instruction = params.instruction.strip()
+    if params.text_type == "SSML":
+        raise errors.Unsupported(None, "text_type: SSML is not supported by this server; send PlainText")
+    voice = VoiceRef(name=params.voice, alias=speech.settings.dashscope_voices.get(params.voice, ""))
+    mode = Mode.INSTRUCT if instruction else Mode.SFT
+    return SpeechRequest(mode, text, voice, instruction=instruction, speed=params.rate, seed=params.seed)
+
+
+def task_output(params: SynthesisParameters, whole: bool = False) -> AudioOutput:
+    kbps = params.bit_rate or (OPUS_KBPS if params.format_name == "opus" else 64)
+    output = AudioOutput(FORMATS[params.format_name], params.rate_hz, kbps, whole)
+    return dataclasses.replace(output, gain=params.volume / 50, pitch=params.pitch)

@@ -1,0 +1,275 @@
+"""DashScope's CosyVoice WebSocket protocol at /api-ws/v1/inference, as the official ``dashscope`` SDK speaks it
+(``dashscope.audio.tts_v2.SpeechSynthesizer``): run-task, continue-task (text, or a flush), finish-task; the
+server answers task-started, result-generated events (sentence-begin, sentence-synthesis before each binary
+audio frame, sentence-end), then task-finished, or task-failed with a code and a message.
+
+Text is spoken sentence by sentence as soon as a sentence is complete, while more text arrives; the task's
+audio goes through one encoder, so it is one valid stream. Several tasks may follow each other on a connection.
+Every task ends with task-finished or task-failed: the SDK's ``call()`` waits for ever for one.
+"""
+
+import asyncio
+import contextlib
+import logging
+
+from fastapi import APIRouter, WebSocket
+from pydantic import BaseModel, ValidationError
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from app.api.bodies import BodyProblem, read_json
+from app.api.dashscope.models import Header, RunPayload, TaskPayload, billed_characters
+from app.api.dashscope.requests import FIELDS, STATUS, speech_request, task_output
+from app.api.errors import domain_error, validation_problems
+from app.core.errors import ClientGone, DomainError
+from app.core.speech import SpeechService
+from app.core.speech_task import SpeechTask
+
+log = logging.getLogger(__name__)
+
+PATH = "/api-ws/v1/inference"
+# DashScope's limits: characters per message and per task, and the longest gap between a task's messages
+MAX_MESSAGE_CHARS = 20_000
+MAX_TASK_CHARS = 200_000
+MAX_FRAME_BYTES = 1024 * 1024  # a text frame holding more than a message's characters can hold
+NO_TASK_IDLE_SECONDS = 60.0  # a connection with no task is closed after this
+
+router = APIRouter()
+
+
+class TaskFailure(Exception):
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _event(task_id: str, event: str, payload: dict | None = None, **header) -> dict:
+    return {"header": {"task_id": task_id, "event": event, "attributes": {}, **header}, "payload": payload or {}}
+
+
+def _validated(model: type[BaseModel], data, where: str):
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{where}.{field}" + f": {problem}" for field, problem in validation_problems(exc))
+        raise TaskFailure("InvalidParameter", problems) from None
+
+
+class Connection:
+    def __init__(self, websocket: WebSocket, speech: SpeechService):
+        self.ws, self.speech = websocket, speech
+        self.idle_seconds = speech.settings.dashscope_idle_seconds
+        self.task: Task | None = None
+        self.failed: set[str] = set()  # tasks that failed: the SDK still sends their finish-task
+        self._sending = asyncio.Lock()
+
+    async def send_event(self, task_id: str, event: str, payload: dict | None = None, **header) -> None:
+        async with self._sending:
+            await self.ws.send_json(_event(task_id, event, payload, **header))
+
+    async def send_audio(self, data: bytes) -> None:
+        async with self._sending:
+            await self.ws.send_bytes(data)
+
+    async def serve(self) -> None:
+        messages: asyncio.Queue = asyncio.Queue()
+        reader = asyncio.create_task(self._read(messages))
+        try:
+            while True:
+                waiting_for_text = self.task is not None and not self.task.finishing
+                timeout = self.idle_seconds if waiting_for_text else NO_TASK_IDLE_SECONDS
+                if self.task is not None and self.task.finishing:
+                    timeout = None  # the client waits for audio; it owes us nothing
+                try:
+                    message = await asyncio.wait_for(messages.get(), timeout)
+                except TimeoutError:
+                    if self.task is None:
+                        await self.ws.close(1000, f"no task for {NO_TASK_IDLE_SECONDS:g} s")
+                        return
+                    await self.task.fail("RequestTimeOut", f"no message for {self.idle_seconds:g} s in a running task")
+                    continue
+                if message is None:  # the client left
+                    return
+                await self._handle(message)
+        finally:
+            reader.cancel()
+            if self.task is not None:
+                await self.task.abort()
+
+    async def _read(self, messages: asyncio.Queue) -> None:
+        try:
+            while True:
+                message = await self.ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                messages.put_nowait(message)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        messages.put_nowait(None)
+
+    async def _handle(self, message: dict) -> None:
+        task_id = self.task.task_id if self.task else ""
+        try:
+            if message.get("text") is None:
+                raise TaskFailure("InvalidParameter", "binary frames are not accepted; send JSON text frames")
+            if len(message["text"]) > MAX_FRAME_BYTES:
+                raise TaskFailure("InvalidParameter", f"a message over {MAX_FRAME_BYTES} characters")
+            try:
+                frame = await read_json(message["text"].encode())
+            except BodyProblem as exc:
+                raise TaskFailure("InvalidParameter", f"message: {exc.problem}") from None
+            if not isinstance(frame, dict):
+                raise TaskFailure("InvalidParameter", "message: expected a JSON object")
+            raw_header = frame.get("header")
+            if isinstance(raw_header, dict) and isinstance(raw_header.get("task_id"), str):
+                task_id = raw_header["task_id"][:128]
+            header = _validated(Header, raw_header, "header")
+            await self._dispatch(header, frame.get("payload", {}))
+        except TaskFailure as exc:
+            if self.task is not None and self.task.task_id == task_id:
+                await self.task.fail(exc.code, exc.message)
+            else:
+                await self.send_event(task_id, "task-failed", error_code=exc.code, error_message=exc.message)
+
+    async def _dispatch(self, header: Header, payload) -> None:
+        if header.action == "run-task":
+            if self.task is not None:
+                raise TaskFailure("InvalidParameter", f"task {self.task.task_id} is still running on this connection")
+            run = _validated(RunPayload, payload, "payload")
+            self.task = Task(self, header.task_id, run)
+            await self.task.start()
+            return
+        if self.task is None or self.task.task_id != header.task_id:
+            if header.task_id in self.failed:
+                return  # the SDK's finish-task after a task-failed
+            raise TaskFailure("InvalidParameter", f"header.task_id: no running task {header.task_id!r}")
+        task_input = _validated(TaskPayload, payload, "payload").input
+        if header.action == "continue-task":
+            self.task.add(task_input.text, task_input.flush)
+        elif task_input.directive == "cancel":
+            await self.task.cancel()
+        else:
+            self.task.finish()
+
+
+class Task:
+    def __init__(self, connection: Connection, task_id: str, run: RunPayload):
+        self.connection, self.task_id, self.run = connection, task_id, run
+        self.speech_task: SpeechTask | None = None
+        self.received = 0
+        self.finishing = False
+        self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        self._speaker: asyncio.Task | None = None
+        first = run.input.get("text")
+        self._first_text = first if isinstance(first, str) else ""  # DashScope's older clients send it here
+
+    async def start(self) -> None:
+        speech, params = self.connection.speech, self.run.parameters
+        try:
+            self.speech_task = SpeechTask(speech, speech_request(speech, params), task_output(params))
+            await self.speech_task.start()
+        except DomainError as exc:
+            await self.fail(*_code(exc))
+            return
+        await self.connection.send_event(self.task_id, "task-started")
+        self._speaker = asyncio.create_task(self._speak())
+        if self._first_text:
+            self.add(self._first_text, flush=False)
+
+    def add(self, text: str, flush: bool) -> None:
+        if self.finishing:
+            raise TaskFailure("InvalidParameter", "continue-task after finish-task")
+        if len(text) > MAX_MESSAGE_CHARS:
+            raise TaskFailure("InvalidParameter", f"input.text: {len(text)} characters; at most {MAX_MESSAGE_CHARS}")
+        self.received += len(text)
+        if self.received > MAX_TASK_CHARS:
+            raise TaskFailure("InvalidParameter", f"the task's text is over {MAX_TASK_CHARS} characters")
+        for sentence in self.speech_task.sentences(text, flush):
+            self._sentences.put_nowait(sentence)
+
+    def finish(self) -> None:
+        if self.finishing:
+            return
+        for sentence in self.speech_task.sentences("", flush=True):
+            self._sentences.put_nowait(sentence)
+        self._sentences.put_nowait(None)
+        self.finishing = True
+
+    async def _speak(self) -> None:
+        send, task_id, characters, index = self.connection.send_event, self.task_id, 0, 0
+        try:
+            while (sentence := await self._sentences.get()) is not None:
+                characters += billed_characters(sentence)
+                if not self.speech_task.speakable(sentence):
+                    continue  # e.g. "..." alone: nothing to say, and not an error in a stream of text
+                output = {"sentence": {"index": index, "words": []}, "original_text": sentence}
+                await send(task_id, "result-generated", {"output": {"type": "sentence-begin", **output}})
+                stream = await self.speech_task.speak(sentence, self._gone)
+                async for chunk in stream.chunks():
+                    synthesis = {"output": {"type": "sentence-synthesis", "sentence": output["sentence"]}}
+                    await send(task_id, "result-generated", synthesis)
+                    await self.connection.send_audio(chunk)
+                if stream.ended_early:
+                    return
+                ended = {"output": {"type": "sentence-end", **output}, "usage": {"characters": characters}}
+                await send(task_id, "result-generated", ended)
+                index += 1
+            tail = await self.speech_task.finish()
+            if tail:
+                await self.connection.send_audio(tail)
+            await send(task_id, "task-finished", {"output": {}, "usage": {"characters": characters}})
+            self._done()
+        except DomainError as exc:
+            await self.fail(*_code(exc), from_speaker=True)
+        except (WebSocketDisconnect, ClientGone, RuntimeError) as exc:  # RuntimeError: sent after a close
+            log.debug("task %s: the client left (%s)", task_id, exc)
+
+    async def _gone(self) -> bool:
+        return self.connection.ws.client_state is not WebSocketState.CONNECTED
+
+    async def fail(self, code: str, message: str, from_speaker: bool = False) -> None:
+        self.connection.failed.add(self.task_id)
+        self._done()
+        if not from_speaker:
+            await self._stop_speaking()
+        await self._close_speech()
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            await self.connection.send_event(self.task_id, "task-failed", error_code=code, error_message=message)
+
+    async def cancel(self) -> None:
+        """The SDK's streaming_cancel: stop at once, and say the task finished."""
+        self._done()
+        await self._stop_speaking()
+        await self._close_speech()
+        await self.connection.send_event(self.task_id, "task-finished", {"output": {}, "usage": {"characters": 0}})
+
+    async def abort(self) -> None:
+        """The connection ended: stop synthesis, free what the task holds."""
+        self._done()
+        await self._stop_speaking()
+        await self._close_speech()
+
+    async def _close_speech(self) -> None:
+        if self.speech_task is not None:
+            await self.speech_task.close()
+
+    async def _stop_speaking(self) -> None:
+        speaker, self._speaker = self._speaker, None
+        if speaker is not None and speaker is not asyncio.current_task():
+            speaker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await speaker
+
+    def _done(self) -> None:
+        if self.connection.task is self:
+            self.connection.task = None
+
+
+def _code(exc: DomainError) -> tuple[str, str]:
+    _, code, _, message = domain_error(exc, STATUS, {}, FIELDS)
+    return code, message
+
+
+@router.websocket(PATH)
+async def inference(websocket: WebSocket) -> None:
+    await websocket.accept()
+    await Connection(websocket, websocket.app.state.speech).serve()

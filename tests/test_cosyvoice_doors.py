@@ -1,0 +1,105 @@
+"""Upstream's runtime HTTP and gRPC APIs on the CosyVoice engine lanes (tiny random models), driven by upstream's
+kind of clients: `requests` with GET and a multipart body, and a grpcio client built from upstream's proto."""
+
+import time
+
+import numpy as np
+import pytest
+import requests
+from google.protobuf import descriptor_pb2
+from grpc_tools import protoc
+
+from tests.conftest import EN_PROMPT, last_engine_seconds, live_server
+from tests.grpc_support import OUR_PROTO, call, free_port, generate_stubs, raw_prompt, upstream_proto
+
+
+@pytest.fixture
+def served(cv_settings):
+    port = free_port()
+    with live_server(cv_settings.model_copy(update={"grpc_port": port})) as (url, app):
+        yield url, port, app
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "prompted"),
+    [
+        ("sft", {"spk_id": "中文女"}, False),
+        ("zero_shot", {"prompt_text": EN_PROMPT}, True),
+        ("cross_lingual", {}, True),
+        ("instruct2", {"instruct_text": "Speak slowly."}, True),
+    ],
+)
+def test_runtime_http_streams_the_engines_pcm(served, male_prompt, kind, fields, prompted):
+    url, _port, app = served
+    files = {"prompt_wav": ("prompt.wav", male_prompt)} if prompted else None
+    response = requests.request(
+        "GET", f"{url}/inference_{kind}", data={"tts_text": "Hello there.", **fields}, files=files, timeout=300
+    )
+    assert response.status_code == 200, response.text
+    samples = np.frombuffer(response.content, "<i2")
+    rate = app.state.speech.engine.sample_rate
+    assert samples.size > 0 and samples.size == round(last_engine_seconds(app) * rate)
+
+
+def test_grpc_with_upstreams_stubs(served, male_prompt, tmp_path):
+    _url, port, app = served
+    stubs = generate_stubs(upstream_proto() or OUR_PROTO, tmp_path)
+    calls = [
+        {"kind": "sft_request", "fields": {"spk_id": "中文女", "tts_text": "Hello there."}},
+        {
+            "kind": "zero_shot_request",
+            "fields": {"tts_text": "Hello there.", "prompt_text": EN_PROMPT},
+            "prompt_file": str(raw_prompt(male_prompt, tmp_path)),
+        },
+        {"kind": "sft_request", "fields": {"spk_id": "nobody", "tts_text": "Hello."}},
+    ]
+    sft, zero_shot, unknown = call(stubs, port, calls)
+    rate = app.state.speech.engine.sample_rate
+    assert len(sft["audio"]) > 0 and len(zero_shot["audio"]) > 0
+    assert len(zero_shot["audio"]) // 2 == round(last_engine_seconds(app) * rate)
+    assert unknown["code"] == "NOT_FOUND" and unknown["details"].startswith("spk_id: no voice named 'nobody'")
+
+
+def _descriptor(proto, out) -> descriptor_pb2.FileDescriptorProto:
+    target = out / f"{proto.parent.name}.pb"
+    assert protoc.main(["protoc", f"-I{proto.parent}", f"--descriptor_set_out={target}", str(proto)]) == 0
+    (described,) = descriptor_pb2.FileDescriptorSet.FromString(target.read_bytes()).file
+    described.ClearField("name")
+    return described
+
+
+@pytest.mark.upstream_lane
+def test_our_proto_is_upstreams_contract(lane_source, tmp_path):
+    upstream = upstream_proto()
+    assert upstream is not None, f"no cosyvoice.proto beside {lane_source}"
+    (tmp_path / "ours").mkdir()
+    (tmp_path / "theirs").mkdir()
+    assert _descriptor(OUR_PROTO, tmp_path / "ours") == _descriptor(upstream, tmp_path / "theirs")
+
+
+def test_dashscope_sdk_streams_sentence_by_sentence(served):
+    from dashscope.audio.tts_v2 import AudioFormat, SpeechSynthesizer
+
+    from tests.test_dashscope_ws import Recorder
+
+    url, _port, app = served
+    recorder = Recorder()
+    synthesizer = SpeechSynthesizer(
+        model="cosyvoice-v2",
+        voice="longxiaochun_v2",
+        format=AudioFormat.PCM_24000HZ_MONO_16BIT,
+        callback=recorder,
+        url=url.replace("http://", "ws://") + "/api-ws/v1/inference",
+    )
+    synthesizer.streaming_call("Hello there. How")
+    synthesizer.streaming_call(" are you?")
+    synthesizer.streaming_complete()
+    assert recorder.error is None, recorder.error
+    texts = [e["payload"]["output"].get("original_text") for e in recorder.events]
+    assert [t for t in texts if t][::2] == ["Hello there.", "How are you?"]  # each in sentence-begin and -end
+    synth = app.state.speech.synthesizer
+    deadline = time.monotonic() + 10
+    while synth.stats.completed < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert synth.stats.completed == 2
+    assert abs(len(recorder.audio) // 2 - synth.stats.audio_seconds * 24000) <= 2
