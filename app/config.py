@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     dashscope_voices: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_DASHSCOPE_VOICES))
     dashscope_idle_seconds: float = Field(23.0, gt=0)  # DashScope's longest gap between a task's messages
 
+    # voice enrollment's url: http(s) only from these hosts (JSON list), and only at public addresses unless
+    # fetch_private (an intranet's file server); link-local addresses (cloud metadata) never
+    fetch_hosts: list[str] = Field(default_factory=list)
+    fetch_private: bool = False
+    fetch_timeout_seconds: float = Field(10.0, gt=0)
+
     # upstream CosyVoice's gRPC API (runtime/python/grpc): off unless a port is given
     grpc_port: int | None = Field(None, ge=1, le=65535)
     grpc_host: str = "127.0.0.1"

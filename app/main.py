@@ -7,6 +7,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api import system
+from app.api.dashscope import enrollment as dashscope_enrollment
+from app.api.dashscope import errors as dashscope_errors
+from app.api.dashscope import http as dashscope_http
 from app.api.dashscope import ws as dashscope_ws
 from app.api.errors import install_error_handlers
 from app.api.limits import RequestLimits
@@ -56,10 +59,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="CosyVoice voice service", version="0.2.0", lifespan=lifespan)
     app.state.settings = settings
-    doors = [("/v1/", openai_errors.render), (runtime_http.PREFIX, runtime_http.render)]
+    doors = [
+        ("/v1/", openai_errors.render),
+        (runtime_http.PREFIX, runtime_http.render),
+        (dashscope_errors.PREFIX, dashscope_errors.render),
+    ]
     door_for = install_error_handlers(app, doors, default=seed_errors.render)
     seed = (voices.router, tts.router, generate.router)
-    for router in (*seed, openai_router.router, runtime_http.router, dashscope_ws.router, system.router):
+    dashscope = (dashscope_ws.router, dashscope_http.router, dashscope_enrollment.router)
+    for router in (*seed, openai_router.router, runtime_http.router, *dashscope, system.router):
         app.include_router(router)
     app.add_middleware(RequestLimits, settings=settings, door_for=door_for)
     return app

@@ -103,3 +103,30 @@ def test_dashscope_sdk_streams_sentence_by_sentence(served):
         time.sleep(0.05)
     assert synth.stats.completed == 2
     assert abs(len(recorder.audio) // 2 - synth.stats.audio_seconds * 24000) <= 2
+
+
+def test_dashscope_enrollment_and_http_synthesis(served, male_prompt, monkeypatch):
+    import base64
+
+    import dashscope
+    from dashscope.audio.tts_v2 import VoiceEnrollmentService
+
+    url, _port, app = served
+    monkeypatch.setattr(dashscope, "base_http_api_url", f"{url}/api/v1")
+    sample = "data:audio/wav;base64," + base64.b64encode(male_prompt).decode()
+    service = VoiceEnrollmentService(api_key="not-checked")
+    voice_id = service.create_voice(target_model="cosyvoice-v2", prefix="lane", url=sample, prompt_text=EN_PROMPT)
+    assert [v["voice_id"] for v in service.list_voices(prefix="lane")] == [voice_id]
+    result = dashscope.HttpSpeechSynthesizer.call(
+        model="cosyvoice-v2",
+        text="Hello there.",
+        voice=voice_id,
+        audio_format="pcm",
+        sample_rate=24000,
+        api_key="not-checked",
+    )
+    assert result.status_code == 200, result.message
+    audio = requests.get(result.audio_url, timeout=60).content
+    assert len(audio) // 2 == round(last_engine_seconds(app) * 24000) and len(audio) > 0
+    service.delete_voice(voice_id)
+    assert service.list_voices(prefix="lane") == []

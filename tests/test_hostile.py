@@ -17,6 +17,7 @@ from tests.test_streaming import SENTENCE, long_settings
 
 SEED = ["/tts", "/tts/pcm", "/tts/zero_shot", "/tts/cross_lingual", "/tts/instruct", "/generate_audio", "/clone"]
 OPENAI = ["/v1/audio/speech"]
+DASHSCOPE = ["/api/v1/services/audio/tts/SpeechSynthesizer", "/api/v1/services/audio/tts/customization"]
 RUNTIME = ["/inference_sft", "/inference_zero_shot", "/inference_cross_lingual", "/inference_instruct"]
 TIME_BOUND = 5.0  # seconds: every refusal here is cheap
 
@@ -39,6 +40,12 @@ def openai_error(response) -> dict:
     return body["error"]
 
 
+def dashscope_error(response) -> dict:
+    body = response.json()
+    assert set(body) == {"request_id", "code", "message"} and body["code"] == "InvalidParameter", body
+    return body
+
+
 def runtime_error(response) -> dict:
     body = response.json()
     assert set(body) == {"detail"} and isinstance(body["detail"], str), body
@@ -52,6 +59,7 @@ def _post(client, path: str, method: str = "POST", **request):
     assert 400 <= response.status_code < 500, (path, response.status_code, response.text[:300])
     assert elapsed < TIME_BOUND, (path, elapsed)
     shape = openai_error if path.startswith("/v1/") else runtime_error if path in RUNTIME else seed_error
+    shape = dashscope_error if path in DASHSCOPE else shape
     shape(response)
     return response
 
@@ -68,7 +76,7 @@ def quiet(caplog):
 JSON = {"headers": {"content-type": "application/json"}}
 
 
-@pytest.mark.parametrize("path", SEED + OPENAI + RUNTIME)
+@pytest.mark.parametrize("path", SEED + OPENAI + RUNTIME + DASHSCOPE)
 @pytest.mark.parametrize(
     ("name", "body"),
     [("huge integer", HUGE_INT), ("deep nesting", DEEP), ("invalid UTF-8", NOT_UTF8_JSON), ("a list", b"[1, 2]")],
@@ -78,7 +86,10 @@ def test_hostile_json(client, quiet, path, name, body):
     if path in RUNTIME:  # its bodies are forms: JSON is not read at all
         assert runtime_error(response)["detail"].startswith("tts_text: Field required"), name
         return
-    error = openai_error(response) if path.startswith("/v1/") else seed_error(response)
+    if path in DASHSCOPE:
+        error = dashscope_error(response)
+    else:
+        error = openai_error(response) if path.startswith("/v1/") else seed_error(response)
     assert error["message"].startswith("body:"), (name, error)
 
 
@@ -226,7 +237,7 @@ def small_client(tmp_path):
         yield client
 
 
-@pytest.mark.parametrize("path", [*SEED, *OPENAI, *RUNTIME, "/upload_audio", "/v1/audio/voices"])
+@pytest.mark.parametrize("path", [*SEED, *OPENAI, *RUNTIME, *DASHSCOPE, "/upload_audio", "/v1/audio/voices"])
 def test_oversized_bodies(small_client, quiet, path):
     b64 = base64.b64encode(b"\0" * 600_000).decode()
     response = _post(small_client, path, json={"tts_text": "hi", "input": "hi", "prompt_audio_base64": b64})

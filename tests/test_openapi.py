@@ -86,6 +86,7 @@ def test_audio_responses_name_their_media_types(spec):
         if path != "/health":
             error = "ErrorResponse" if path.startswith("/v1/") else "SeedError"
             error = "RuntimeApiError" if path.startswith("/inference_") else error
+            error = "DashScopeError" if path.startswith("/api/v1/") else error
             assert error in operation["responses"]["4XX"]["content"]["application/json"]["schema"]["$ref"], path
 
 

@@ -1,0 +1,136 @@
+"""DashScope's HTTP speech synthesizer (``dashscope.HttpSpeechSynthesizer``): ``POST
+/api/v1/services/audio/tts/SpeechSynthesizer`` with the options in ``input``. One JSON answer whose
+``output.audio.url`` serves the audio for an hour, or, with ``X-DashScope-SSE: enable``, server-sent events with
+each sentence's audio (base64) as it is synthesized, then the URL of the whole."""
+
+import base64
+import json
+import logging
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.api.bodies import SafeBodyRoute
+from app.api.dashscope.errors import ERRORS, error_body
+from app.api.dashscope.models import SynthesisParameters, billed_characters
+from app.api.dashscope.requests import FIELDS, STATUS, speech_request, task_output
+from app.api.dashscope.results import Results
+from app.api.deps import Speech
+from app.api.errors import DoorError, domain_error
+from app.core.errors import DomainError
+from app.core.speech_task import SpeechTask
+
+log = logging.getLogger(__name__)
+
+RESULT_BYTES = 256 * 1024 * 1024
+RESULT_SECONDS = 3600.0
+
+router = APIRouter(prefix="/api/v1/services/audio/tts", tags=["dashscope"], route_class=SafeBodyRoute, responses=ERRORS)
+
+
+class SynthesisInput(SynthesisParameters):
+    text: str = Field(min_length=1, description="the text to speak")
+
+
+class SynthesisBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1, max_length=200)
+    input: SynthesisInput
+
+
+def _results(request: Request) -> Results:
+    state = request.app.state
+    if not hasattr(state, "dashscope_results"):
+        state.dashscope_results = Results(RESULT_BYTES, RESULT_SECONDS)
+    return state.dashscope_results
+
+
+def _audio(request: Request, data: bytes, media_type: str) -> dict:
+    result_id, result = _results(request).put(data, media_type)
+    url = str(request.url_for("dashscope_result", result_id=result_id))
+    return {"url": url, "id": result_id, "expires_at": int(result.expires_at), "data": ""}
+
+
+def _event(number: int, data: dict, error_status: int | None = None) -> str:
+    head = f"id:{number}\nevent:error\nstatus:{error_status}\n" if error_status else f"id:{number}\nevent:result\n"
+    return head + f"data:{json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+_ANSWERS = {
+    200: {
+        "description": "JSON with output.audio.url, or (X-DashScope-SSE: enable) events with each piece's audio",
+        "content": {"application/json": {}, "text/event-stream": {}},
+    }
+}
+
+
+@router.post("/SpeechSynthesizer", responses=_ANSWERS)
+async def synthesize(
+    speech: Speech,
+    body: SynthesisBody,
+    http: Request,
+    x_dashscope_sse: Annotated[str, Header(description="enable: server-sent events")] = "",
+):
+    """Speak ``input.text``: one JSON answer, or events as it is synthesized."""
+    params, request_id = body.input, str(uuid.uuid4())
+    usage = {"characters": billed_characters(params.text)}
+    output = task_output(params, whole=x_dashscope_sse.lower() != "enable")
+    if not output.whole:
+        return await _events(speech, http, params, request_id, usage)
+    stream = await speech.synthesize(speech_request(speech, params, params.text), output, http.is_disconnected)
+    data = await stream.collect()
+    if stream.ended_early:
+        raise DoorError(499, "RequestCancelled", "the client left")
+    audio = _audio(http, data, output.format.media_type)
+    return {"request_id": request_id, "output": {"finish_reason": "stop", "audio": audio}, "usage": usage}
+
+
+async def _events(speech, http: Request, params: SynthesisInput, request_id: str, usage: dict) -> StreamingResponse:
+    task = SpeechTask(speech, speech_request(speech, params), task_output(params))
+    await task.start()  # an unknown voice is a JSON error, before any event
+    sentences = task.sentences(params.text, flush=True)
+
+    async def events():
+        number, audio_id, whole, index = 0, str(uuid.uuid4()), bytearray(), 0
+
+        def synthesis(chunk: bytes) -> str:
+            nonlocal number
+            whole.extend(chunk)
+            number += 1
+            audio = {"data": base64.b64encode(chunk).decode(), "id": audio_id}
+            output = {"type": "sentence-synthesis", "sentence": {"index": index}, "audio": audio}
+            return _event(number, {"request_id": request_id, "output": output, "usage": None})
+
+        try:
+            for index, sentence in enumerate(s for s in sentences if task.speakable(s)):  # noqa: B007
+                stream = await task.speak(sentence, http.is_disconnected)
+                async for chunk in stream.chunks():
+                    yield synthesis(chunk)
+                if stream.ended_early:
+                    return
+            tail = await task.finish()  # a codec's last frames: the SDK joins only sentence events' audio
+            if tail:
+                yield synthesis(tail)
+            audio = _audio(http, bytes(whole), task_output(params).format.media_type)
+            final = {"request_id": request_id, "output": {"finish_reason": "stop", "audio": audio}, "usage": usage}
+            yield _event(number + 1, final)
+        except DomainError as exc:
+            status, code, _, message = domain_error(exc, STATUS, {}, FIELDS)
+            yield _event(number + 1, error_body(code, message, request_id), status)
+        finally:
+            await task.close()
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"})
+
+
+@router.get("/results/{result_id}", name="dashscope_result", responses={200: {"content": {"audio/mpeg": {}}}})
+async def result(http: Request, result_id: str) -> Response:
+    """The audio of an earlier synthesis (``output.audio.url``), for an hour."""
+    found = _results(http).get(result_id)
+    if found is None:
+        raise DoorError(404, "NotFound", f"result_id: no audio {result_id!r} (results are kept for an hour)")
+    return Response(found.data, media_type=found.media_type)

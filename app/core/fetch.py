@@ -1,0 +1,112 @@
+"""Prompt audio from a URL a client names, without letting the client aim this server at what it should not reach
+(server-side request forgery): ``data:`` URLs are read in place; http(s) URLs only from hosts an operator allowed,
+only at public addresses (unless allowed too), over a connection pinned to the address that was checked, with a
+size and a time limit, following redirects only on the same host."""
+
+import asyncio
+import base64
+import binascii
+import ipaddress
+import socket
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes, urljoin, urlsplit
+
+import httpx
+
+from app.core.errors import Forbidden, Invalid, TooLarge
+from app.core.voice_store import Upload
+
+PARAM = "prompt_audio"
+MAX_REDIRECTS = 3
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    hosts: frozenset[str]  # host names (lowercase) whose URLs may be fetched
+    private: bool  # whether those hosts may resolve to private or loopback addresses (never link-local)
+    max_bytes: int
+    timeout: float
+
+
+async def fetch_audio(url: str, policy: FetchPolicy) -> Upload:
+    url = url.strip()
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "data":
+        return _data_url(url, policy.max_bytes)
+    if scheme not in ("http", "https"):
+        problem = f"{scheme or 'a relative'} URL is not fetched; send an http(s) URL or a data: URL"
+        raise Invalid(PARAM, problem)
+    async with httpx.AsyncClient(follow_redirects=False, timeout=policy.timeout, trust_env=False) as client:
+        return await _get(client, url, policy)
+
+
+async def _get(client: httpx.AsyncClient, url: str, policy: FetchPolicy, redirects: int = 0) -> Upload:
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if not host:
+        raise Invalid(PARAM, "the URL names no host")
+    if host not in policy.hosts:
+        allowed = ", ".join(sorted(policy.hosts)) or "none"
+        raise Forbidden(PARAM, f"{host} is not a host this server fetches from (COSYVOICE_FETCH_HOSTS: {allowed})")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    address = await _public_address(host, port, policy.private)
+    pinned = parts._replace(netloc=f"[{address}]:{port}" if ":" in address else f"{address}:{port}").geturl()
+    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    try:
+        request = client.build_request("GET", pinned, headers={"Host": parts.netloc.rsplit("@", 1)[-1]})
+        request.extensions.update(extensions)
+        response = await client.send(request, stream=True)
+        try:
+            if response.is_redirect:
+                target = urljoin(url, response.headers.get("location", ""))
+                elsewhere = (urlsplit(target).hostname or "").lower()
+                if elsewhere != host:
+                    raise Forbidden(PARAM, f"{host} redirects to another host ({elsewhere}); not followed")
+                if redirects >= MAX_REDIRECTS:
+                    raise Invalid(PARAM, f"more than {MAX_REDIRECTS} redirects")
+                return await _get(client, target, policy, redirects + 1)
+            if response.status_code != 200:
+                raise Invalid(PARAM, f"{host} answered {response.status_code} for the URL")
+            data = bytearray()
+            async for chunk in response.aiter_bytes():
+                data += chunk
+                if len(data) > policy.max_bytes:
+                    raise TooLarge(PARAM, f"the URL's file is over {policy.max_bytes} bytes")
+            return Upload(bytes(data), parts.path.rsplit("/", 1)[-1])
+        finally:
+            await response.aclose()
+    except httpx.TimeoutException:
+        raise Invalid(PARAM, f"{host} did not send the file within {policy.timeout:g} s") from None
+    except httpx.HTTPError as exc:
+        raise Invalid(PARAM, f"{host} could not be fetched ({type(exc).__name__}: {exc})") from None
+
+
+async def _public_address(host: str, port: int, private_allowed: bool) -> str:
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise Invalid(PARAM, f"{host} does not resolve ({exc.strerror})") from None
+    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
+    for address in addresses:  # every address the name has, so no answer can slip a private one in
+        if address.is_link_local or address.is_unspecified or address.is_multicast:  # e.g. cloud metadata
+            raise Forbidden(PARAM, f"{host} resolves to {address}, a link-local or reserved address")
+        if not address.is_global and not private_allowed:
+            kind = "loopback" if address.is_loopback else "private"
+            raise Forbidden(PARAM, f"{host} resolves to {address}, a {kind} address (COSYVOICE_FETCH_PRIVATE)")
+    return str(addresses[0])
+
+
+def _data_url(url: str, max_bytes: int) -> Upload:
+    header, comma, payload = url.partition(",")
+    if not comma:
+        raise Invalid(PARAM, "a data: URL without a comma")
+    if len(payload) > max_bytes * 4 // 3 + 4:
+        raise TooLarge(PARAM, f"the data: URL holds over {max_bytes} bytes")
+    try:
+        if header.lower().endswith(";base64"):
+            data = base64.b64decode("".join(payload.split()), validate=True)
+        else:
+            data = unquote_to_bytes(payload)
+    except (binascii.Error, ValueError):
+        raise Invalid(PARAM, "the data: URL is not valid base64") from None
+    return Upload(data, "prompt")
