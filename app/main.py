@@ -48,9 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.speech = SpeechService(settings, loaded.engine, voice_store, synthesizer)
         app.state.engine_reason = loaded.reason
         grpc = None
-        if settings.grpc_port:
-            grpc = await grpc_server.start(app.state.speech, settings.grpc_host, settings.grpc_port)
         try:
+            if settings.grpc_port:
+                grpc = await grpc_server.start(app.state.speech, settings.grpc_host, settings.grpc_port)
             yield
         finally:
             if grpc is not None:

@@ -134,6 +134,27 @@ def test_urls_this_server_will_not_fetch(served, caplog, url, status, message):
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
+def test_a_key_in_the_callers_storage(served, male_prompt):
+    _url, app = served
+    prompts = app.state.settings.data_dir / "storage" / "carol" / "prompts"
+    prompts.mkdir(parents=True)
+    (prompts / "ref.wav").write_bytes(male_prompt)
+    service = VoiceEnrollmentService()
+    voice_id = service.create_voice(
+        target_model="cosyvoice-v2", prefix="stored", url="prompts/ref.wav", user_id="carol"
+    )
+    assert service.query_voice(voice_id)["status"] == "OK"
+    for fields, message in [
+        ({}, "input.url: a storage key needs input.user_id"),
+        ({"user_id": "dave"}, "input.url: user 'dave' has no object 'prompts/ref.wav'"),
+        ({"user_id": "carol", "url": "../carol/prompts/ref.wav"}, "input.url: "),
+        ({"user_id": "../x"}, "input.user_id: "),
+    ]:
+        with pytest.raises(VoiceEnrollmentException) as refused:
+            service.create_voice(**{"target_model": "m", "prefix": "x", "url": "prompts/ref.wav", **fields})
+        assert _refusal(refused.value)[2].startswith(message), (fields, _refusal(refused.value))
+
+
 class _Files(http.server.BaseHTTPRequestHandler):
     """A file server on loopback: /voice.wav, a redirect to the same host, one to another, and a huge file."""
 
@@ -201,12 +222,37 @@ def test_allowed_hosts_are_fetched_within_limits(fetching, file_server):
         assert _refusal(refused.value)[0] == status and _refusal(refused.value)[2].startswith(message), path
 
 
-def test_private_and_link_local_addresses_are_refused_even_when_allowed(tmp_path, monkeypatch):
-    settings = long_settings(tmp_path, fetch_hosts=["127.0.0.1", "169.254.169.254", "10.0.0.1"])
+@pytest.mark.parametrize("private", [False, True])
+def test_private_and_link_local_addresses_are_refused_even_when_allowed(tmp_path, monkeypatch, private):
+    metadata = ["169.254.169.254", "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe", "2002:a9fe:a9fe::"]
+    refused_hosts = [(host, "a link-local or reserved") for host in metadata]  # cloud metadata in any disguise
+    if not private:
+        refused_hosts += [("127.0.0.1", "a loopback"), ("10.0.0.1", "a private")]
+    hosts = [host for host, _ in refused_hosts]
+    settings = long_settings(tmp_path, fetch_hosts=hosts, fetch_private=private)
     with live_server(settings) as (url, _app):
         monkeypatch.setattr(dashscope, "base_http_api_url", f"{url}/api/v1")
-        for host, kind in [("127.0.0.1", "a loopback"), ("169.254.169.254", "a link-local"), ("10.0.0.1", "a private")]:
+        for host, kind in refused_hosts:
+            literal = f"[{host}]" if ":" in host else host
             with pytest.raises(VoiceEnrollmentException) as refused:
-                VoiceEnrollmentService().create_voice(target_model="m", prefix="x", url=f"http://{host}/a.wav")
+                VoiceEnrollmentService().create_voice(target_model="m", prefix="x", url=f"http://{literal}/a.wav")
             status, _, message = _refusal(refused.value)
-            assert status == 403 and message.startswith(f"input.url: {host} resolves to {host}, {kind}"), message
+            assert status == 403 and message.startswith(f"input.url: {host} resolves to "), message
+            assert f", {kind} address" in message, message
+
+
+@pytest.mark.parametrize("url", ["http://[abc/a.wav", "http://example.com:99999/a.wav", "http://example.com:x/"])
+def test_malformed_urls_are_a_400(served, url):
+    with pytest.raises(VoiceEnrollmentException) as refused:
+        VoiceEnrollmentService().create_voice(target_model="m", prefix="x", url=url)
+    status, code, message = _refusal(refused.value)
+    assert (status, code) == (400, "InvalidParameter") and message.startswith("input.url: not a valid URL"), message
+
+
+def test_streamed_synthesis_keeps_the_text_limit(served):
+    url, _app = served
+    body = {"model": "m", "input": {"text": "word " * 25_000, "voice": "longanyang"}}  # the fixture's limit: 100,000
+    response = requests.post(
+        f"{url}/api/v1/services/audio/tts/SpeechSynthesizer", json=body, headers={"X-DashScope-SSE": "enable"}
+    )
+    assert response.status_code == 400 and response.json()["message"].startswith("text: 124999 characters")

@@ -2,6 +2,7 @@
 for what the SDK never sends (binary frames, broken JSON, idle gaps, several tasks in turn), by raw frames."""
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -230,3 +231,80 @@ def test_a_client_that_leaves_stops_synthesis(served):
         time.sleep(0.05)
     assert synth.active == 0 and synth.stats.cancelled == 1
     assert synth.stats.completed < 20  # of the 200 sentences
+
+
+def test_a_failing_engine_fails_the_task_instead_of_leaving_the_sdk_waiting(served):
+    url, app = served
+    engine = app.state.speech.engine
+    real = engine.synthesize
+
+    def broken(request):
+        chunks = real(request)
+        yield next(chunks)
+        raise RuntimeError("injected engine failure")
+
+    engine.synthesize = broken
+    outcome: dict = {}
+
+    def call():
+        try:
+            SpeechSynthesizer(model="cosyvoice-v2", voice="longanyang", url=url).call("Hello there, one sentence.")
+        except RequestFailure as exc:
+            outcome["failure"] = exc
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    caller.join(30)
+    assert not caller.is_alive(), "call() still waits: the task ended with neither task-finished nor task-failed"
+    assert outcome["failure"].name == "InternalError"
+    assert "RuntimeError: injected engine failure" in outcome["failure"].message
+
+
+def test_finished_and_cancelled_connections_are_closed_when_idle(served, monkeypatch):
+    from websockets.exceptions import ConnectionClosed
+
+    from app.api.dashscope import ws as door
+
+    url, _app = served
+    monkeypatch.setattr(door, "NO_TASK_IDLE_SECONDS", 1.0)
+    for ending in ("finish-task", "cancel"):
+        with connect(url) as ws:
+            ws.send(_run_task("t"))
+            ws.send(_action("continue-task", "t", text="Hello there. " * (1 if ending == "finish-task" else 50)))
+            if ending == "cancel":
+                _events_until(ws, "task-started")
+                ws.send(_action("finish-task", "t", directive="cancel"))
+            else:
+                ws.send(_action("finish-task", "t"))
+            assert _events_until(ws, "task-finished")[0][-1]["header"]["task_id"] == "t"
+            started = time.monotonic()
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    ws.recv(timeout=5)
+            assert time.monotonic() - started < 3, ending
+
+
+def test_clients_that_leave_at_any_moment_leave_no_traceback(served):
+    from tests.test_hostile import _Logs
+
+    url, app = served
+    handler = _Logs()
+    loggers = [logging.getLogger(name) for name in ("", "uvicorn", "uvicorn.error")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        for frames in ([_run_task("a")], [_run_task("b"), _action("continue-task", "b", text=SENTENCE * 20)]):
+            with connect(url) as ws:
+                for frame in frames:
+                    ws.send(frame)
+            time.sleep(0.5)
+        synth = app.state.speech.synthesizer
+        deadline = time.monotonic() + 10
+        while synth.active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert synth.active == 0
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    loud = [r for r in handler.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert not loud, [f"{r.name}: {r.getMessage()}" for r in loud]

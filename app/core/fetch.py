@@ -9,7 +9,7 @@ import binascii
 import ipaddress
 import socket
 from dataclasses import dataclass
-from urllib.parse import unquote_to_bytes, urljoin, urlsplit
+from urllib.parse import SplitResult, unquote_to_bytes, urljoin, urlsplit
 
 import httpx
 
@@ -30,18 +30,33 @@ class FetchPolicy:
 
 async def fetch_audio(url: str, policy: FetchPolicy) -> Upload:
     url = url.strip()
-    scheme = urlsplit(url).scheme.lower()
+    scheme = _split(url).scheme.lower()
     if scheme == "data":
         return _data_url(url, policy.max_bytes)
     if scheme not in ("http", "https"):
         problem = f"{scheme or 'a relative'} URL is not fetched; send an http(s) URL or a data: URL"
         raise Invalid(PARAM, problem)
-    async with httpx.AsyncClient(follow_redirects=False, timeout=policy.timeout, trust_env=False) as client:
-        return await _get(client, url, policy)
+    try:
+        async with (
+            asyncio.timeout(policy.timeout),  # the whole fetch, redirects included: a trickling host ends here
+            httpx.AsyncClient(follow_redirects=False, timeout=policy.timeout, trust_env=False) as client,
+        ):
+            return await _get(client, url, policy)
+    except TimeoutError:
+        raise Invalid(PARAM, f"the URL's file did not arrive within {policy.timeout:g} s") from None
+
+
+def _split(url: str) -> SplitResult:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
+    except ValueError as exc:
+        raise Invalid(PARAM, f"not a valid URL ({exc})") from None
+    return parts
 
 
 async def _get(client: httpx.AsyncClient, url: str, policy: FetchPolicy, redirects: int = 0) -> Upload:
-    parts = urlsplit(url)
+    parts = _split(url)
     host = (parts.hostname or "").lower()
     if not host:
         raise Invalid(PARAM, "the URL names no host")
@@ -53,13 +68,15 @@ async def _get(client: httpx.AsyncClient, url: str, policy: FetchPolicy, redirec
     pinned = parts._replace(netloc=f"[{address}]:{port}" if ":" in address else f"{address}:{port}").geturl()
     extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
     try:
-        request = client.build_request("GET", pinned, headers={"Host": parts.netloc.rsplit("@", 1)[-1]})
+        # identity: a compressed body would be inflated before its size is checked
+        headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "Accept-Encoding": "identity"}
+        request = client.build_request("GET", pinned, headers=headers)
         request.extensions.update(extensions)
         response = await client.send(request, stream=True)
         try:
             if response.is_redirect:
                 target = urljoin(url, response.headers.get("location", ""))
-                elsewhere = (urlsplit(target).hostname or "").lower()
+                elsewhere = (_split(target).hostname or "").lower()
                 if elsewhere != host:
                     raise Forbidden(PARAM, f"{host} redirects to another host ({elsewhere}); not followed")
                 if redirects >= MAX_REDIRECTS:
@@ -86,14 +103,28 @@ async def _public_address(host: str, port: int, private_allowed: bool) -> str:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise Invalid(PARAM, f"{host} does not resolve ({exc.strerror})") from None
-    addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
-    for address in addresses:  # every address the name has, so no answer can slip a private one in
-        if address.is_link_local or address.is_unspecified or address.is_multicast:  # e.g. cloud metadata
-            raise Forbidden(PARAM, f"{host} resolves to {address}, a link-local or reserved address")
+    addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    for found in addresses:  # every address the name has, so no answer can slip a private one in
+        address = _embedded_ipv4(found)
+        if address.is_link_local or address.is_unspecified or address.is_multicast or address.is_reserved:
+            raise Forbidden(PARAM, f"{host} resolves to {found}, a link-local or reserved address")  # e.g. metadata
         if not address.is_global and not private_allowed:
             kind = "loopback" if address.is_loopback else "private"
-            raise Forbidden(PARAM, f"{host} resolves to {address}, a {kind} address (COSYVOICE_FETCH_PRIVATE)")
+            raise Forbidden(PARAM, f"{host} resolves to {found}, a {kind} address (COSYVOICE_FETCH_PRIVATE)")
     return str(addresses[0])
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(address: ipaddress.IPv4Address | ipaddress.IPv6Address):
+    """The IPv4 address an IPv6 one carries (mapped ::ffff:a.b.c.d, 6to4, NAT64): it is where packets go."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped or address.sixtofour:
+            return address.ipv4_mapped or address.sixtofour
+        if address in _NAT64:
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address
 
 
 def _data_url(url: str, max_bytes: int) -> Upload:

@@ -30,6 +30,13 @@ class _Continuing:
         pass
 
 
+def _flush_and_close(encoder: Encoder) -> bytes:
+    try:
+        return encoder.flush()
+    finally:
+        close_encoder(encoder)
+
+
 class SpeechTask:
     """``start`` once, then ``speak`` each sentence (``sentences`` finds them in the text), then ``finish``; ``close``
     on every path."""
@@ -40,6 +47,7 @@ class SpeechTask:
         self._encoder: Encoder | None = None
         self._buffer = SentenceBuffer()
         self._current: AudioStream | None = None  # the sentence being spoken: its worker thread uses the encoder
+        self._finishing: asyncio.Future | None = None
 
     async def start(self) -> None:
         """Check the request and resolve its voice (the text comes later)."""
@@ -59,7 +67,9 @@ class SpeechTask:
         text = self._service.check_text(sentence)
         request = dataclasses.replace(self._prepared.engine_request, text=text)
         await self._settle()
-        self._current = await self._service.synthesizer.stream(request, _Continuing(self._encoder), is_disconnected)
+        # known before its first bytes: from then on its worker thread may be using the encoder
+        self._current = await self._service.synthesizer.open(request, _Continuing(self._encoder), is_disconnected)
+        await self._current.start()
         return self._current
 
     async def finish(self) -> bytes:
@@ -68,21 +78,25 @@ class SpeechTask:
         encoder, self._encoder = self._encoder, None
         if encoder is None:
             return b""
-        try:
-            return await asyncio.to_thread(encoder.flush)
-        finally:
-            close_encoder(encoder)
+        # flushed and closed in one worker call that a cancelled caller cannot cut in two
+        self._finishing = asyncio.ensure_future(asyncio.to_thread(_flush_and_close, encoder))
+        return await asyncio.shield(self._finishing)
 
     async def close(self) -> None:
         """Stop what is being spoken and free the encoder (after the worker that uses it has ended)."""
         if self._current is not None:
             self._current.close()
         await self._settle()
+        if self._finishing is not None:
+            await asyncio.wait([self._finishing])
         encoder, self._encoder = self._encoder, None
         if encoder is not None:
             close_encoder(encoder)
 
     async def _settle(self) -> None:
-        stream, self._current = self._current, None
+        """Wait until the last sentence's worker has let go of the encoder (however its stream ended)."""
+        stream = self._current
         if stream is not None:
-            await asyncio.wait([stream.done])  # its outcome was the consumer's business
+            await asyncio.wait([stream.done])  # cancelled meanwhile: still recorded, so close() waits again
+            if self._current is stream:
+                self._current = None

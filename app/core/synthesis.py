@@ -227,6 +227,14 @@ class Synthesizer:
         self, request: SynthesisRequest, encoder: Encoder, is_disconnected: Callable[[], Awaitable[bool]] | None = None
     ) -> AudioStream:
         """Start synthesis and wait for the first encoded bytes (a whole WAV's come at the end)."""
+        stream = await self.open(request, encoder, is_disconnected)
+        await stream.start()
+        return stream
+
+    async def open(
+        self, request: SynthesisRequest, encoder: Encoder, is_disconnected: Callable[[], Awaitable[bool]] | None = None
+    ) -> AudioStream:
+        """Start synthesis (its worker owns ``encoder`` until ``done``); ``start()`` waits for the first bytes."""
         try:
             await self.acquire()
         except BaseException:
@@ -238,7 +246,6 @@ class Synthesizer:
         stream.done.add_done_callback(lambda future: self._record(stream, future))
         if is_disconnected is not None:
             stream.watch(is_disconnected)
-        await stream.start()
         return stream
 
     def _record(self, stream: AudioStream, future: asyncio.Future) -> None:

@@ -1,5 +1,6 @@
 """Crash-safe local files, and the local-directory Storage (the default)."""
 
+import errno
 import logging
 import os
 import stat
@@ -11,13 +12,16 @@ from typing import BinaryIO
 from app.storage.base import ObjectInfo, ObjectNotFound
 
 log = logging.getLogger(__name__)
+# what a file system that does not fsync directories answers (anything else is logged as an error)
+_NO_DIRECTORY_SYNC = {errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES}
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Temp file in the same folder, fsync, os.replace, fsync the folder: old or new, never half.
 
     The rename is the commit: once it is done the new content is what readers see, so a folder that cannot be
-    synced after it (some file systems refuse fsync on a directory) is logged, not raised as a failed write.
+    synced after it (some file systems refuse fsync on a directory: EINVAL) is logged, not raised as a failed
+    write (a caller that undid its staging would then lose a committed save); EIO and the like are logged as errors.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -37,7 +41,8 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         finally:
             os.close(dir_fd)
     except OSError as exc:
-        log.warning("%s was written, but its folder could not be synced to disk: %s", path, exc)
+        level = logging.WARNING if exc.errno in _NO_DIRECTORY_SYNC else logging.ERROR  # EIO: a failing disk
+        log.log(level, "%s was written, but its folder could not be synced to disk: %s", path, exc)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

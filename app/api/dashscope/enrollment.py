@@ -18,6 +18,7 @@ from app.api.errors import DoorError, field_names
 from app.core.fetch import FetchPolicy, fetch_audio
 from app.core.names import VoiceName
 from app.core.speech import SpeechService
+from app.core.voice_store import Upload
 
 router = APIRouter(prefix="/api/v1/services/audio/tts", tags=["dashscope"], route_class=SafeBodyRoute, responses=ERRORS)
 
@@ -32,6 +33,7 @@ class EnrollmentInput(BaseModel):
     prefix: str = Field("", max_length=10, description="create_voice: up to 10 lowercase letters or digits")
     url: str = Field("", max_length=30_000_000, description="the sample: a data: URL, or http(s) from an allowed host")
     prompt_text: str = Field("", description="the sample's transcript (an extension; without it, cross-lingual)")
+    user_id: str = Field("", description="whose storage a url that is a storage key is in (an extension)")
     language_hints: list[str] = Field(default_factory=list, max_length=10)
     voice_id: str = ""
     page_index: int = Field(0, ge=0)
@@ -64,6 +66,17 @@ async def _described(speech: SpeechService, voice_id: VoiceName) -> dict:
     return {**_times(await speech.voices.created(voice_id)), "target_model": target_model}
 
 
+async def _sample(speech: SpeechService, request: EnrollmentInput) -> Upload:
+    """The sample ``url`` names: a data: URL, an http(s) URL the fetch policy allows, or a key in the caller's
+    storage (the seed's uploads: ``prompts/ref.wav`` in ``input.user_id``'s folder or bucket prefix)."""
+    url = _required(request.url, "url", request.action)
+    if url.startswith("data:") or "://" in url or ":" in url.split("/", 1)[0]:
+        return await fetch_audio(url, _policy(speech))
+    if not request.user_id.strip():
+        raise DoorError(400, "InvalidParameter", "input.url: a storage key needs input.user_id (whose storage)")
+    return await speech.voices.stored_prompt(VoiceName.check("user", request.user_id.strip()), url)
+
+
 def _required(value: str, name: str, action: str) -> str:
     if not value.strip():
         raise DoorError(400, "InvalidParameter", f"input.{name}: {action} needs it")
@@ -75,6 +88,7 @@ async def customization(speech: Speech, body: EnrollmentBody, http: Request) -> 
     """create_voice, list_voice, query_voice, update_voice, delete_voice."""
     names = field_names(http)
     names.update({"voice": "input.voice_id", "name": "input.voice_id", "prompt_audio": "input.url"})
+    names.update({"prompt_key": "input.url", "user": "input.user_id"})
     names["prompt_text"] = "input.prompt_text"
     request, action = body.input, body.input.action
     output: dict = {}
@@ -85,7 +99,7 @@ async def customization(speech: Speech, body: EnrollmentBody, http: Request) -> 
             problem = f"{request.prefix!r} is not 1 to 10 lowercase letters or digits"
             raise DoorError(400, "InvalidParameter", f"input.prefix: {problem}")
         voice_id = VoiceName.check("name", f"{request.target_model}-{request.prefix}-{secrets.token_hex(4)}")
-        upload = await fetch_audio(_required(request.url, "url", action), _policy(speech))
+        upload = await _sample(speech, request)
         await speech.voices.clone(voice_id, request.prompt_text.strip(), upload, overwrite=False)
         output = {"voice_id": voice_id}
     elif action == "list_voice":
@@ -101,7 +115,7 @@ async def customization(speech: Speech, body: EnrollmentBody, http: Request) -> 
             output = await _described(speech, voice_id)
         elif action == "update_voice":
             await speech.voices.get(voice_id)
-            upload = await fetch_audio(_required(request.url, "url", action), _policy(speech))
+            upload = await _sample(speech, request)
             await speech.voices.clone(voice_id, request.prompt_text.strip(), upload, overwrite=True)
         else:
             await speech.voices.delete(voice_id)

@@ -90,6 +90,7 @@ async def synthesize(
 
 
 async def _events(speech, http: Request, params: SynthesisInput, request_id: str, usage: dict) -> StreamingResponse:
+    speech.check_text(params.text)  # the whole text's limits, before it is cut into sentences
     task = SpeechTask(speech, speech_request(speech, params), task_output(params))
     await task.start()  # an unknown voice is a JSON error, before any event
     sentences = task.sentences(params.text, flush=True)
@@ -121,10 +122,26 @@ async def _events(speech, http: Request, params: SynthesisInput, request_id: str
         except DomainError as exc:
             status, code, _, message = domain_error(exc, STATUS, {}, FIELDS)
             yield _event(number + 1, error_body(code, message, request_id), status)
-        finally:
-            await task.close()
+        except Exception as exc:  # noqa: BLE001 - the answer has begun: end it with an error event
+            log.exception("DashScope HTTP synthesis failed")
+            message = f"synthesis failed: {type(exc).__name__}: {exc}"
+            yield _event(number + 1, error_body("InternalError", message, request_id), 500)
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"})
+    return _TaskEvents(task, events(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"})
+
+
+class _TaskEvents(StreamingResponse):
+    """Events of a SpeechTask that is closed on every path, even when the client left before the first event."""
+
+    def __init__(self, task: SpeechTask, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._task = task
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._task.close()
 
 
 @router.get("/results/{result_id}", name="dashscope_result", responses={200: {"content": {"audio/mpeg": {}}}})

@@ -29,7 +29,7 @@ class SynthesisParameters(BaseModel):
     volume: Annotated[int, NotABool] = Field(50, ge=0, le=100)
     rate: Annotated[float, NotABool] = Field(1.0, ge=0.5, le=2.0)
     pitch: Annotated[float, NotABool] = Field(1.0, ge=0.5, le=2.0)
-    bit_rate: Annotated[int, NotABool] | None = Field(None, ge=6, le=510, description="kbps, for opus")
+    bit_rate: Annotated[int, NotABool] | None = Field(None, ge=6, le=256, description="kbps (libopus: 6-256)")
     seed: Annotated[int, NotABool] = Field(0, ge=0, le=2**31 - 1)
     instruction: str = Field("", max_length=1000)
     language_hints: list[str] = Field(default_factory=list, max_length=10)

@@ -52,6 +52,6 @@ def speech_request(speech: SpeechService, params: SynthesisParameters, text: str
 
 
 def task_output(params: SynthesisParameters, whole: bool = False) -> AudioOutput:
-    kbps = params.bit_rate or (OPUS_KBPS if params.format_name == "opus" else 64)
+    kbps = (params.bit_rate or OPUS_KBPS) if params.format_name == "opus" else 64  # bit_rate is opus's only
     output = AudioOutput(FORMATS[params.format_name], params.rate_hz, kbps, whole)
     return dataclasses.replace(output, gain=params.volume / 50, pitch=params.pitch)

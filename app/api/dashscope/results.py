@@ -23,8 +23,11 @@ class Results:
         self._lock = threading.Lock()
 
     def put(self, data: bytes, media_type: str) -> tuple[str, Result]:
+        """An id for ``data`` (one larger than the whole store is not kept: its URL answers 404)."""
         result_id = secrets.token_hex(16)
         result = Result(data, media_type, time.time() + self.ttl)
+        if len(data) > self.max_bytes:
+            return result_id, result
         with self._lock:
             self._items[result_id] = result
             self._bytes += len(data)

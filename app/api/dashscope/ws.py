@@ -9,6 +9,7 @@ Every task ends with task-finished or task-failed: the SDK's ``call()`` waits fo
 """
 
 import asyncio
+import collections
 import contextlib
 import logging
 
@@ -20,7 +21,7 @@ from app.api.bodies import BodyProblem, read_json
 from app.api.dashscope.models import Header, RunPayload, TaskPayload, billed_characters
 from app.api.dashscope.requests import FIELDS, STATUS, speech_request, task_output
 from app.api.errors import domain_error, validation_problems
-from app.core.errors import ClientGone, DomainError
+from app.core.errors import DomainError
 from app.core.speech import SpeechService
 from app.core.speech_task import SpeechTask
 
@@ -32,6 +33,7 @@ MAX_MESSAGE_CHARS = 20_000
 MAX_TASK_CHARS = 200_000
 MAX_FRAME_BYTES = 1024 * 1024  # a text frame holding more than a message's characters can hold
 NO_TASK_IDLE_SECONDS = 60.0  # a connection with no task is closed after this
+_WAKE = object()
 
 router = APIRouter()
 
@@ -59,28 +61,36 @@ class Connection:
         self.ws, self.speech = websocket, speech
         self.idle_seconds = speech.settings.dashscope_idle_seconds
         self.task: Task | None = None
-        self.failed: set[str] = set()  # tasks that failed: the SDK still sends their finish-task
+        self.failed: collections.deque[str] = collections.deque(maxlen=64)  # the SDK still sends their finish-task
         self._sending = asyncio.Lock()
+        # a few frames read ahead at most: uvicorn stops reading the socket while the app is behind
+        self._messages: asyncio.Queue = asyncio.Queue(maxsize=4)
 
     async def send_event(self, task_id: str, event: str, payload: dict | None = None, **header) -> None:
         async with self._sending:
             await self.ws.send_json(_event(task_id, event, payload, **header))
 
-    async def send_audio(self, data: bytes) -> None:
+    async def send_audio(self, task_id: str, payload: dict, data: bytes) -> None:
+        """A sentence-synthesis event and the binary frame it announces, with nothing between them."""
         async with self._sending:
+            await self.ws.send_json(_event(task_id, "result-generated", payload))
             await self.ws.send_bytes(data)
 
+    def wake(self) -> None:
+        """Have the loop look again at its timeout (a task ended)."""
+        with contextlib.suppress(asyncio.QueueFull):
+            self._messages.put_nowait(_WAKE)
+
     async def serve(self) -> None:
-        messages: asyncio.Queue = asyncio.Queue()
-        reader = asyncio.create_task(self._read(messages))
+        reader = asyncio.create_task(self._read())
         try:
             while True:
-                waiting_for_text = self.task is not None and not self.task.finishing
-                timeout = self.idle_seconds if waiting_for_text else NO_TASK_IDLE_SECONDS
-                if self.task is not None and self.task.finishing:
-                    timeout = None  # the client waits for audio; it owes us nothing
+                if self.task is None:
+                    timeout = NO_TASK_IDLE_SECONDS
+                else:  # a finishing task's client waits for audio: it owes us nothing
+                    timeout = None if self.task.finishing else self.idle_seconds
                 try:
-                    message = await asyncio.wait_for(messages.get(), timeout)
+                    message = await asyncio.wait_for(self._messages.get(), timeout)
                 except TimeoutError:
                     if self.task is None:
                         await self.ws.close(1000, f"no task for {NO_TASK_IDLE_SECONDS:g} s")
@@ -89,22 +99,25 @@ class Connection:
                     continue
                 if message is None:  # the client left
                     return
-                await self._handle(message)
+                if message is not _WAKE:
+                    await self._handle(message)
+        except (WebSocketDisconnect, RuntimeError) as exc:  # a send after the client left
+            log.debug("a DashScope connection ended while answering: %r", exc)
         finally:
             reader.cancel()
             if self.task is not None:
                 await self.task.abort()
 
-    async def _read(self, messages: asyncio.Queue) -> None:
+    async def _read(self) -> None:
         try:
             while True:
                 message = await self.ws.receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                messages.put_nowait(message)
+                await self._messages.put(message)
         except (WebSocketDisconnect, RuntimeError):
             pass
-        messages.put_nowait(None)
+        await self._messages.put(None)
 
     async def _handle(self, message: dict) -> None:
         task_id = self.task.task_id if self.task else ""
@@ -134,7 +147,11 @@ class Connection:
         if header.action == "run-task":
             if self.task is not None:
                 raise TaskFailure("InvalidParameter", f"task {self.task.task_id} is still running on this connection")
-            run = _validated(RunPayload, payload, "payload")
+            try:
+                run = _validated(RunPayload, payload, "payload")
+            except TaskFailure:
+                self.failed.append(header.task_id)
+                raise
             self.task = Task(self, header.task_id, run)
             await self.task.start()
             return
@@ -204,30 +221,38 @@ class Task:
                 output = {"sentence": {"index": index, "words": []}, "original_text": sentence}
                 await send(task_id, "result-generated", {"output": {"type": "sentence-begin", **output}})
                 stream = await self.speech_task.speak(sentence, self._gone)
+                synthesis = {"output": {"type": "sentence-synthesis", "sentence": output["sentence"]}}
                 async for chunk in stream.chunks():
-                    synthesis = {"output": {"type": "sentence-synthesis", "sentence": output["sentence"]}}
-                    await send(task_id, "result-generated", synthesis)
-                    await self.connection.send_audio(chunk)
+                    await self.connection.send_audio(task_id, synthesis, chunk)
                 if stream.ended_early:
+                    if not await self._gone():  # connected, but it read nothing for the stall timeout
+                        await self.fail("RequestTimeOut", "the client read no audio for too long", from_speaker=True)
                     return
                 ended = {"output": {"type": "sentence-end", **output}, "usage": {"characters": characters}}
                 await send(task_id, "result-generated", ended)
                 index += 1
             tail = await self.speech_task.finish()
             if tail:
-                await self.connection.send_audio(tail)
+                await self.connection.send_audio(task_id, {"output": {"type": "sentence-synthesis"}}, tail)
             await send(task_id, "task-finished", {"output": {}, "usage": {"characters": characters}})
             self._done()
         except DomainError as exc:
             await self.fail(*_code(exc), from_speaker=True)
-        except (WebSocketDisconnect, ClientGone, RuntimeError) as exc:  # RuntimeError: sent after a close
-            log.debug("task %s: the client left (%s)", task_id, exc)
+        except WebSocketDisconnect:
+            log.debug("task %s: the client left", task_id)
+        except Exception as exc:  # noqa: BLE001 - every task must end with an event, or the SDK waits for ever
+            if isinstance(exc, RuntimeError) and await self._gone():  # Starlette: a send after the close
+                log.debug("task %s: the client left (%r)", task_id, exc)
+                return
+            log.exception("task %s failed", task_id)
+            await self.fail("InternalError", f"synthesis failed: {type(exc).__name__}: {exc}", from_speaker=True)
 
     async def _gone(self) -> bool:
-        return self.connection.ws.client_state is not WebSocketState.CONNECTED
+        ws = self.connection.ws
+        return WebSocketState.DISCONNECTED in (ws.client_state, ws.application_state)
 
     async def fail(self, code: str, message: str, from_speaker: bool = False) -> None:
-        self.connection.failed.add(self.task_id)
+        self.connection.failed.append(self.task_id)
         self._done()
         if not from_speaker:
             await self._stop_speaking()
@@ -237,6 +262,7 @@ class Task:
 
     async def cancel(self) -> None:
         """The SDK's streaming_cancel: stop at once, and say the task finished."""
+        self.connection.failed.append(self.task_id)  # nothing more is answered for it
         self._done()
         await self._stop_speaking()
         await self._close_speech()
@@ -256,12 +282,12 @@ class Task:
         speaker, self._speaker = self._speaker, None
         if speaker is not None and speaker is not asyncio.current_task():
             speaker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await speaker
+            await asyncio.wait([speaker])  # its own failures were answered or logged by itself
 
     def _done(self) -> None:
         if self.connection.task is self:
             self.connection.task = None
+            self.connection.wake()
 
 
 def _code(exc: DomainError) -> tuple[str, str]:

@@ -73,6 +73,8 @@ class CosyVoiceService(cosyvoice_pb2_grpc.CosyVoiceServicer if cosyvoice_pb2_grp
             await context.abort(getattr(grpc.StatusCode, code), message)
         finally:
             stream.close()
+        if stream.ended_early and not context.done():  # connected, but it read nothing for the stall timeout
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the client read no audio for too long")
 
 
 async def _gone(context) -> bool:
