@@ -74,6 +74,7 @@ def config(settings: Settings, host: str, port: int, **extra) -> uvicorn.Config:
         host=host,
         port=port,
         http=guarded_protocol(settings.header_timeout_seconds),
+        ws_max_size=4 * 1024 * 1024,  # WebSocket messages (DashScope's text frames) larger than this close with 1009
         timeout_graceful_shutdown=10,
         **extra,
     )

@@ -2,9 +2,11 @@
 (HttpSpeechSynthesizer, tts_v2.VoiceEnrollmentService), and the server-side request forgery rules of ``url``."""
 
 import base64
+import gzip
 import http.server
 import logging
 import threading
+import time
 
 import dashscope
 import pytest
@@ -177,6 +179,24 @@ class _Files(http.server.BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
+        elif self.path == "/gzipped":
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip, gzip")
+            self.end_headers()
+            self.wfile.write(gzip.compress(gzip.compress(b"\0" * 50_000_000)))
+            return
+        elif self.path == "/trickle":
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            try:
+                for _ in range(20):  # each byte in time for a per-read timeout; the whole never
+                    self.wfile.write(b"R")
+                    self.wfile.flush()
+                    time.sleep(0.3)
+            except OSError:
+                pass
+            return
         elif self.path == "/voice.wav":
             self.send_response(200)
             self.send_header("Content-Length", str(len(self.body)))
@@ -202,7 +222,9 @@ def file_server(male_prompt):
 
 @pytest.fixture
 def fetching(tmp_path, monkeypatch):
-    settings = long_settings(tmp_path, fetch_hosts=["127.0.0.1"], fetch_private=True, max_upload_mb=2)
+    settings = long_settings(
+        tmp_path, fetch_hosts=["127.0.0.1"], fetch_private=True, max_upload_mb=2, fetch_timeout_seconds=2
+    )
     with live_server(settings) as (url, app):
         monkeypatch.setattr(dashscope, "base_http_api_url", f"{url}/api/v1")
         yield url, app
@@ -215,7 +237,9 @@ def test_allowed_hosts_are_fetched_within_limits(fetching, file_server):
     for path, status, message in [
         ("/elsewhere", 403, "input.url: 127.0.0.1 redirects to another host (localhost); not followed"),
         ("/huge", 413, "input.url: the URL's file is over"),
-        ("/missing.wav", 400, "input.url: "),
+        ("/missing.wav", 400, "input.url: 127.0.0.1 answered 404"),
+        ("/gzipped", 400, "input.url: 127.0.0.1 sent the file gzip, gzip-encoded; only unencoded files are fetched"),
+        ("/trickle", 400, "input.url: the URL's file did not arrive within 2 s"),
     ]:
         with pytest.raises(VoiceEnrollmentException) as refused:
             service.create_voice(target_model="cosyvoice-v2", prefix="x", url=file_server + path)

@@ -18,6 +18,9 @@ from app.core.voice_store import Upload
 
 PARAM = "prompt_audio"
 MAX_REDIRECTS = 3
+MAX_URL_CHARS = 4096
+# cloud metadata services at addresses the private/link-local rules do not cover: never fetched
+METADATA = {ipaddress.ip_address("100.100.100.200"), ipaddress.ip_address("fd00:ec2::254")}
 
 
 @dataclass(frozen=True)
@@ -30,9 +33,11 @@ class FetchPolicy:
 
 async def fetch_audio(url: str, policy: FetchPolicy) -> Upload:
     url = url.strip()
-    scheme = _split(url).scheme.lower()
-    if scheme == "data":
+    if url[:5].lower() == "data:":  # before urlsplit, whose cache would keep the last 128 URLs (megabytes each)
         return _data_url(url, policy.max_bytes)
+    if len(url) > MAX_URL_CHARS:
+        raise Invalid(PARAM, f"a URL of {len(url)} characters (at most {MAX_URL_CHARS}; a data: URL has no limit)")
+    scheme = _split(url).scheme.lower()
     if scheme not in ("http", "https"):
         problem = f"{scheme or 'a relative'} URL is not fetched; send an http(s) URL or a data: URL"
         raise Invalid(PARAM, problem)
@@ -84,8 +89,11 @@ async def _get(client: httpx.AsyncClient, url: str, policy: FetchPolicy, redirec
                 return await _get(client, target, policy, redirects + 1)
             if response.status_code != 200:
                 raise Invalid(PARAM, f"{host} answered {response.status_code} for the URL")
+            encoding = response.headers.get("content-encoding", "identity").strip().lower()
+            if encoding not in ("", "identity"):  # httpx would inflate it before its size is known
+                raise Invalid(PARAM, f"{host} sent the file {encoding}-encoded; only unencoded files are fetched")
             data = bytearray()
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.aiter_raw():
                 data += chunk
                 if len(data) > policy.max_bytes:
                     raise TooLarge(PARAM, f"the URL's file is over {policy.max_bytes} bytes")
@@ -106,8 +114,12 @@ async def _public_address(host: str, port: int, private_allowed: bool) -> str:
     addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
     for found in addresses:  # every address the name has, so no answer can slip a private one in
         address = _embedded_ipv4(found)
-        if address.is_link_local or address.is_unspecified or address.is_multicast or address.is_reserved:
+        if address.is_loopback:
+            pass  # loopback is "reserved" for IPv6 (::1): it is judged with the private addresses below
+        elif address.is_link_local or address.is_unspecified or address.is_multicast or address.is_reserved:
             raise Forbidden(PARAM, f"{host} resolves to {found}, a link-local or reserved address")  # e.g. metadata
+        if address in METADATA or found in METADATA:
+            raise Forbidden(PARAM, f"{host} resolves to {found}, a cloud metadata address")
         if not address.is_global and not private_allowed:
             kind = "loopback" if address.is_loopback else "private"
             raise Forbidden(PARAM, f"{host} resolves to {found}, a {kind} address (COSYVOICE_FETCH_PRIVATE)")

@@ -34,6 +34,7 @@ MAX_TASK_CHARS = 200_000
 MAX_FRAME_BYTES = 1024 * 1024  # a text frame holding more than a message's characters can hold
 NO_TASK_IDLE_SECONDS = 60.0  # a connection with no task is closed after this
 _WAKE = object()
+INTERNAL = "synthesis failed; the server log has the details"
 
 router = APIRouter()
 
@@ -101,7 +102,11 @@ class Connection:
                     return
                 if message is not _WAKE:
                     await self._handle(message)
-        except (WebSocketDisconnect, RuntimeError) as exc:  # a send after the client left
+        except WebSocketDisconnect:
+            log.debug("a DashScope connection ended while answering")
+        except RuntimeError as exc:  # Starlette: a send after the close
+            if WebSocketState.DISCONNECTED not in (self.ws.client_state, self.ws.application_state):
+                raise
             log.debug("a DashScope connection ended while answering: %r", exc)
         finally:
             reader.cancel()
@@ -187,6 +192,10 @@ class Task:
         except DomainError as exc:
             await self.fail(*_code(exc))
             return
+        except Exception:  # noqa: BLE001 - the task must end with an event, or the SDK waits for ever
+            log.exception("task %s could not start", self.task_id)
+            await self.fail("InternalError", INTERNAL)
+            return
         await self.connection.send_event(self.task_id, "task-started")
         self._speaker = asyncio.create_task(self._speak())
         if self._first_text:
@@ -245,7 +254,7 @@ class Task:
                 log.debug("task %s: the client left (%r)", task_id, exc)
                 return
             log.exception("task %s failed", task_id)
-            await self.fail("InternalError", f"synthesis failed: {type(exc).__name__}: {exc}", from_speaker=True)
+            await self.fail("InternalError", INTERNAL, from_speaker=True)
 
     async def _gone(self) -> bool:
         ws = self.connection.ws
@@ -281,8 +290,9 @@ class Task:
     async def _stop_speaking(self) -> None:
         speaker, self._speaker = self._speaker, None
         if speaker is not None and speaker is not asyncio.current_task():
-            speaker.cancel()
-            await asyncio.wait([speaker])  # its own failures were answered or logged by itself
+            while not speaker.done():  # Python 3.11's wait_for can swallow one cancellation: ask until it ends
+                speaker.cancel()
+                await asyncio.wait([speaker], timeout=1.0)  # its own failures were answered or logged
 
     def _done(self) -> None:
         if self.connection.task is self:
