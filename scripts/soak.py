@@ -6,6 +6,7 @@ asserts nothing. Usage: ``make soak`` or ``python scripts/soak.py --seconds 600 
 
 import argparse
 import collections
+import json
 import os
 import random
 import socket
@@ -17,8 +18,11 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -32,6 +36,9 @@ HOSTILE = [
     (b"tts_text=caf%E9&spk_id=x", "application/x-www-form-urlencoded"),
     (b"not json", "application/json"),
 ]
+
+
+GRPC_PORT = 0
 
 
 def _free_port() -> int:
@@ -50,10 +57,61 @@ def _proc(pid: int) -> dict:
     }
 
 
+KINDS = ["tts", "openai", "sse", "clone", "hostile", "leave", "voices", "runtime", "dashscope", "dashscope_ws", "grpc"]
+
+
+def _dashscope_ws(url: str, n: int) -> str:
+    """One DashScope WebSocket task, text in two pieces; returns its last event (task-finished or task-failed)."""
+    task_id = f"soak{n}"
+    header = {"task_id": task_id, "streaming": "duplex"}
+    params = {"voice": "longanyang", "format": rng_format(n), "sample_rate": 24000}
+    run = {"model": "m", "task_group": "audio", "task": "tts", "function": "SpeechSynthesizer", "parameters": params}
+    with connect(url.replace("http://", "ws://") + "/api-ws/v1/inference", open_timeout=30) as ws:
+        ws.send(json.dumps({"header": {**header, "action": "run-task"}, "payload": {**run, "input": {}}}))
+        for text in (TEXT[:40], TEXT[40:]):
+            ws.send(json.dumps({"header": {**header, "action": "continue-task"}, "payload": {"input": {"text": text}}}))
+        ws.send(json.dumps({"header": {**header, "action": "finish-task"}, "payload": {"input": {}}}))
+        while True:
+            message = ws.recv(timeout=120)
+            if isinstance(message, str):
+                event = json.loads(message)["header"]["event"]
+                if event in ("task-finished", "task-failed"):
+                    return event
+
+
+def rng_format(n: int) -> str:
+    return ["mp3", "pcm", "wav", "opus"][n % 4]
+
+
+def _grpc(port: int) -> str:
+    from app.api.runtime import cosyvoice_pb2, cosyvoice_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = cosyvoice_pb2_grpc.CosyVoiceStub(channel)
+        request = cosyvoice_pb2.Request(sft_request=cosyvoice_pb2.sftRequest(spk_id="中文女", tts_text=TEXT))
+        try:
+            return "OK" if sum(len(r.tts_audio) for r in stub.Inference(request, timeout=120)) else "EMPTY"
+        except grpc.RpcError as exc:
+            return exc.code().name
+
+
 def _one(client: httpx.Client, url: str, rng: random.Random, counts: collections.Counter, n: int) -> None:
-    kind = rng.choice(["tts", "openai", "sse", "clone", "hostile", "leave", "voices"])
+    kind = rng.choice(KINDS)
     try:
-        if kind == "tts":
+        if kind == "dashscope_ws":
+            counts[f"{kind} {_dashscope_ws(url, n)}"] += 1
+            return
+        if kind == "grpc":
+            counts[f"{kind} {_grpc(GRPC_PORT)}"] += 1
+            return
+        if kind == "runtime":
+            data = {"tts_text": TEXT, "spk_id": "英文女"}
+            response = client.post(f"{url}/inference_sft", data=data)
+        elif kind == "dashscope":
+            body = {"model": "m", "input": {"text": TEXT, "voice": "longanyang", "format": rng_format(n)}}
+            headers = {"X-DashScope-SSE": "enable"} if n % 2 else {}
+            response = client.post(f"{url}/api/v1/services/audio/tts/SpeechSynthesizer", json=body, headers=headers)
+        elif kind == "tts":
             response = client.post(f"{url}/tts", json={"tts_text": TEXT, "spk_id": "英文男"})
         elif kind == "openai":
             body = {
@@ -80,7 +138,7 @@ def _one(client: httpx.Client, url: str, rng: random.Random, counts: collections
             counts[f"{kind} {response.status_code}"] += 1
             return
         counts[f"{kind} {response.status_code}"] += 1
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, OSError, TimeoutError, ConnectionClosed) as exc:
         counts[f"{kind} {type(exc).__name__}"] += 1
 
 
@@ -113,13 +171,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=16)  # 4x the default concurrency limit
     args = parser.parse_args()
 
-    data_dir, port = Path(tempfile.mkdtemp(prefix="soak-")), _free_port()
+    global GRPC_PORT
+    data_dir, port, GRPC_PORT = Path(tempfile.mkdtemp(prefix="soak-")), _free_port(), _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
         **os.environ,
         "COSYVOICE_ENGINE": "espeak",
         "COSYVOICE_DATA_DIR": str(data_dir),
         "COSYVOICE_LOG_LEVEL": "WARNING",
+        "COSYVOICE_GRPC_PORT": str(GRPC_PORT),
     }
     log_path = data_dir / "server.log"
     with open(log_path, "wb") as log:
@@ -164,12 +224,14 @@ def main() -> None:
     server.terminate()
     server.wait(30)
     stray = [p.name for p in data_dir.rglob("*") if p.name.endswith((".tmp", ".new"))]
-    errors = sum(v for k, v in counts.items() if k.split()[-1].startswith("5"))
+    failures = ("task-failed", "INTERNAL", "UNKNOWN")  # the WebSocket's and gRPC's way of saying 5xx
+    errors = sum(v for k, v in counts.items() if k.split()[-1].startswith("5") or k.split()[-1] in failures)
     tracebacks = log_path.read_text(errors="replace").count("Traceback")
     print(f"soak: {args.seconds:g} s, {args.workers} clients, {sum(counts.values())} requests")
     for key in sorted(counts):
         print(f"  {key:28} {counts[key]}")
-    print(f"5xx: {errors}   tracebacks in the server log: {tracebacks}   temp files left: {len(stray)}")
+    print(f"5xx (and failed tasks or RPCs): {errors}   tracebacks in the server log: {tracebacks}")
+    print(f"temp files left: {len(stray)}")
     p50, p99 = statistics.median(health) * 1000, float(np.percentile(health, 99)) * 1000
     print(f"/health: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(health)} probes)")
     print(f"RSS MB: start {start['rss_mb']:.0f}, peak {peak['rss_mb']:.0f}, end {end['rss_mb']:.0f}")

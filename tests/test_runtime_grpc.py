@@ -81,3 +81,15 @@ def test_a_client_that_cancels_stops_synthesis(served, stubs):
     while synth.active and time.monotonic() < deadline:
         time.sleep(0.05)
     assert synth.active == 0 and synth.stats.cancelled == 1 and synth.stats.completed == 0
+
+
+def test_a_bug_is_internal_with_a_fixed_message(served, stubs):
+    _url, port, app = served
+
+    def broken(_request):
+        raise RuntimeError("injected bug")
+        yield  # a generator, like the engines'
+
+    app.state.speech.engine.synthesize = broken
+    (result,) = call(stubs, port, [{"kind": "sft_request", "fields": {"spk_id": "英文男", "tts_text": "Hi."}}])
+    assert result == {"code": "INTERNAL", "details": "synthesis failed; the server log has the details"}

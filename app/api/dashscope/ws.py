@@ -179,6 +179,7 @@ class Task:
         self.speech_task: SpeechTask | None = None
         self.received = 0
         self.finishing = False
+        self.ended = False  # its terminal event is decided (task-finished or task-failed)
         self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
         self._speaker: asyncio.Task | None = None
         first = run.input.get("text")
@@ -243,6 +244,7 @@ class Task:
             tail = await self.speech_task.finish()
             if tail:
                 await self.connection.send_audio(task_id, {"output": {"type": "sentence-synthesis"}}, tail)
+            self.ended = True  # from here a bad frame cannot add a task-failed to the task-finished
             await send(task_id, "task-finished", {"output": {}, "usage": {"characters": characters}})
             self._done()
         except DomainError as exc:
@@ -261,6 +263,9 @@ class Task:
         return WebSocketState.DISCONNECTED in (ws.client_state, ws.application_state)
 
     async def fail(self, code: str, message: str, from_speaker: bool = False) -> None:
+        if self.ended:
+            return
+        self.ended = True
         self.connection.failed.append(self.task_id)
         self._done()
         if not from_speaker:
@@ -271,6 +276,9 @@ class Task:
 
     async def cancel(self) -> None:
         """The SDK's streaming_cancel: stop at once, and say the task finished."""
+        if self.ended:
+            return
+        self.ended = True
         self.connection.failed.append(self.task_id)  # nothing more is answered for it
         self._done()
         await self._stop_speaking()

@@ -60,19 +60,20 @@ class CosyVoiceService(cosyvoice_pb2_grpc.CosyVoiceServicer if cosyvoice_pb2_grp
         self.speech = speech
 
     async def Inference(self, request, context):  # noqa: N802 - the proto's name
+        stream = None
         try:
             stream = await self.speech.synthesize(_speech_request(request), PCM, lambda: _gone(context))
-        except DomainError as exc:
-            _, code, _, message = domain_error(exc, STATUS, {}, _FIELDS)
-            await context.abort(getattr(grpc.StatusCode, code), message)
-        try:
             async for chunk in stream.chunks():
                 yield cosyvoice_pb2.Response(tts_audio=chunk)
-        except DomainError as exc:  # the engine failed after the first chunk
+        except DomainError as exc:  # before the first chunk, or the engine failed after it
             _, code, _, message = domain_error(exc, STATUS, {}, _FIELDS)
             await context.abort(getattr(grpc.StatusCode, code), message)
+        except Exception:  # noqa: BLE001 - a bug: INTERNAL with the details in our log, not grpc's UNKNOWN
+            log.exception("gRPC Inference failed")
+            await context.abort(grpc.StatusCode.INTERNAL, "synthesis failed; the server log has the details")
         finally:
-            stream.close()
+            if stream is not None:
+                stream.close()
         if stream.ended_early and not context.done():  # connected, but it read nothing for the stall timeout
             await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the client read no audio for too long")
 
