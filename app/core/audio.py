@@ -98,10 +98,15 @@ def to_int16(chunk: np.ndarray) -> np.ndarray:
 
 
 def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
+    return pcm16_wav(to_int16(samples).tobytes(), rate)
+
+
+def pcm16_wav(raw: bytes, rate: int) -> bytes:
+    """Little-endian int16 mono samples as a WAV file."""
     buf = io.BytesIO()
     with wave.open(buf, "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(rate)
-        out.writeframes(to_int16(samples).tobytes())
+        out.writeframes(raw)
     return buf.getvalue()

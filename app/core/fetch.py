@@ -4,8 +4,6 @@ only at public addresses (unless allowed too), over a connection pinned to the a
 size and a time limit, following redirects only on the same host."""
 
 import asyncio
-import base64
-import binascii
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -145,11 +143,6 @@ def _data_url(url: str, max_bytes: int) -> Upload:
         raise Invalid(PARAM, "a data: URL without a comma")
     if len(payload) > max_bytes * 4 // 3 + 4:
         raise TooLarge(PARAM, f"the data: URL holds over {max_bytes} bytes")
-    try:
-        if header.lower().endswith(";base64"):
-            data = base64.b64decode("".join(payload.split()), validate=True)
-        else:
-            data = unquote_to_bytes(payload)
-    except (binascii.Error, ValueError):
-        raise Invalid(PARAM, "the data: URL is not valid base64") from None
-    return Upload(data, "prompt")
+    if header.lower().endswith(";base64"):
+        return Upload.from_base64(url)
+    return Upload(unquote_to_bytes(payload), "prompt")

@@ -56,12 +56,10 @@ class SpeechTask:
         self._encoder = self._output.encoder(self._service.engine.sample_rate, tempo)
 
     def sentences(self, text: str, flush: bool = False) -> list[str]:
-        """The sentences ``text`` completes (with ``flush``, all that is buffered)."""
-        complete = self._buffer.add(text)
-        return complete + self._buffer.rest() if flush else complete
-
-    def speakable(self, sentence: str) -> bool:
-        return any(ch.isalnum() for ch in sentence)
+        """The sentences ``text`` completes (with ``flush``, all that is buffered), but for those with nothing to
+        speak ("..." alone: not an error in a stream of text)."""
+        complete = self._buffer.add(text) + (self._buffer.rest() if flush else [])
+        return [sentence for sentence in complete if any(ch.isalnum() for ch in sentence)]
 
     async def speak(self, sentence: str, is_disconnected: Disconnected = None) -> AudioStream:
         text = self._service.check_text(sentence)

@@ -5,15 +5,15 @@ needs. Saving a voice built during a request is its own call (``save``), never a
 """
 
 import asyncio
-import io
+import base64
+import binascii
 import logging
-import wave
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
 from app.config import Settings
-from app.core.audio import PromptAudio, prepare_prompt
+from app.core.audio import PromptAudio, pcm16_wav, prepare_prompt
 from app.core.errors import Invalid, NotFound
 from app.core.names import VoiceName
 from app.core.synthesis import Synthesizer
@@ -34,13 +34,18 @@ class Upload:
     @classmethod
     def from_pcm16(cls, raw: bytes, rate: int) -> "Upload":
         """Raw little-endian int16 mono samples (upstream's gRPC prompt), as a WAV file."""
-        buf = io.BytesIO()
-        with wave.open(buf, "wb") as out:
-            out.setnchannels(1)
-            out.setsampwidth(2)
-            out.setframerate(rate)
-            out.writeframes(raw)
-        return cls(buf.getvalue(), "prompt.wav")
+        return cls(pcm16_wav(raw, rate), "prompt.wav")
+
+    @classmethod
+    def from_base64(cls, value: str) -> "Upload":
+        """Base64, or a base64 ``data:`` URL (a browser's); a form-urlencoded "+" that arrived as a space is a "+"."""
+        payload = value.strip()
+        if payload.startswith("data:") and "," in payload:
+            payload = payload.split(",", 1)[1]
+        try:  # base64 never contains spaces
+            return cls(base64.b64decode("".join(payload.replace(" ", "+").split()), validate=True))
+        except (binascii.Error, ValueError):
+            raise Invalid("prompt_audio", "not valid base64") from None
 
 
 @dataclass(frozen=True)

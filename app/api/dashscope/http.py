@@ -91,32 +91,33 @@ async def synthesize(
 
 async def _events(speech, http: Request, params: SynthesisInput, request_id: str, usage: dict) -> StreamingResponse:
     speech.check_text(params.text)  # the whole text's limits, before it is cut into sentences
-    task = SpeechTask(speech, speech_request(speech, params), task_output(params))
+    output = task_output(params)
+    task = SpeechTask(speech, speech_request(speech, params), output)
     await task.start()  # an unknown voice is a JSON error, before any event
     sentences = task.sentences(params.text, flush=True)
 
     async def events():
-        number, audio_id, whole, index = 0, str(uuid.uuid4()), bytearray(), 0
+        number, audio_id, whole = 0, str(uuid.uuid4()), bytearray()
 
-        def synthesis(chunk: bytes) -> str:
+        def synthesis(chunk: bytes, index: int) -> str:
             nonlocal number
             whole.extend(chunk)
             number += 1
             audio = {"data": base64.b64encode(chunk).decode(), "id": audio_id}
-            output = {"type": "sentence-synthesis", "sentence": {"index": index}, "audio": audio}
-            return _event(number, {"request_id": request_id, "output": output, "usage": None})
+            piece = {"type": "sentence-synthesis", "sentence": {"index": index}, "audio": audio}
+            return _event(number, {"request_id": request_id, "output": piece, "usage": None})
 
         try:
-            for index, sentence in enumerate(s for s in sentences if task.speakable(s)):  # noqa: B007
+            for index, sentence in enumerate(sentences):
                 stream = await task.speak(sentence, http.is_disconnected)
                 async for chunk in stream.chunks():
-                    yield synthesis(chunk)
+                    yield synthesis(chunk, index)
                 if stream.ended_early:
                     return
             tail = await task.finish()  # a codec's last frames: the SDK joins only sentence events' audio
             if tail:
-                yield synthesis(tail)
-            audio = _audio(http, bytes(whole), task_output(params).format.media_type)
+                yield synthesis(tail, len(sentences) - 1)
+            audio = _audio(http, bytes(whole), output.format.media_type)
             final = {"request_id": request_id, "output": {"finish_reason": "stop", "audio": audio}, "usage": usage}
             yield _event(number + 1, final)
         except DomainError as exc:

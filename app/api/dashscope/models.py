@@ -67,7 +67,6 @@ class RunPayload(BaseModel):
     task: Literal["tts"] = "tts"
     function: Literal["SpeechSynthesizer"] = "SpeechSynthesizer"
     parameters: SynthesisParameters
-    input: dict = Field(default_factory=dict)
 
 
 class TaskInput(BaseModel):

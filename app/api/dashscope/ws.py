@@ -182,8 +182,6 @@ class Task:
         self.ended = False  # its terminal event is decided (task-finished or task-failed)
         self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
         self._speaker: asyncio.Task | None = None
-        first = run.input.get("text")
-        self._first_text = first if isinstance(first, str) else ""  # DashScope's older clients send it here
 
     async def start(self) -> None:
         speech, params = self.connection.speech, self.run.parameters
@@ -199,8 +197,6 @@ class Task:
             return
         await self.connection.send_event(self.task_id, "task-started")
         self._speaker = asyncio.create_task(self._speak())
-        if self._first_text:
-            self.add(self._first_text, flush=False)
 
     def add(self, text: str, flush: bool) -> None:
         if self.finishing:
@@ -226,8 +222,6 @@ class Task:
         try:
             while (sentence := await self._sentences.get()) is not None:
                 characters += billed_characters(sentence)
-                if not self.speech_task.speakable(sentence):
-                    continue  # e.g. "..." alone: nothing to say, and not an error in a stream of text
                 output = {"sentence": {"index": index, "words": []}, "original_text": sentence}
                 await send(task_id, "result-generated", {"output": {"type": "sentence-begin", **output}})
                 stream = await self.speech_task.speak(sentence, self._gone)

@@ -5,8 +5,6 @@ models are still Pydantic's, and ``documented`` puts them in the OpenAPI schema 
 """
 
 import asyncio
-import base64
-import binascii
 from dataclasses import dataclass, field
 from typing import Annotated, TypeVar
 
@@ -16,7 +14,6 @@ from starlette.datastructures import UploadFile
 
 from app.api.bodies import BodyProblem, read_form, read_json
 from app.api.errors import DoorError, field_names, validation_problems
-from app.core.errors import Invalid
 from app.core.voice_store import Upload
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -55,19 +52,8 @@ class RequestBody:
         value = self.fields.get(base64_field)
         if isinstance(value, str) and value.strip():
             names["prompt_audio"] = base64_field
-            return await asyncio.to_thread(decode_base64_audio, value)
+            return await asyncio.to_thread(Upload.from_base64, value)
         return None
-
-
-def decode_base64_audio(value: str) -> Upload:
-    payload = value.strip()
-    if payload.startswith("data:") and "," in payload:  # a data: URL from a browser
-        payload = payload.split(",", 1)[1]
-    try:
-        # a form-urlencoded "+" arrives as a space; base64 never contains spaces
-        return Upload(base64.b64decode("".join(payload.replace(" ", "+").split()), validate=True))
-    except (binascii.Error, ValueError):
-        raise Invalid("prompt_audio", "not valid base64") from None
 
 
 def _check_text(name: str, value) -> None:
