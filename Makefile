@@ -16,7 +16,7 @@ export COSYVOICE_COMMIT
 WITH_UPSTREAM = src=$${COSYVOICE_SRC:-$$(cat $(VENV)/cosyvoice-src 2>/dev/null)}; env $${src:+COSYVOICE_SRC=$$src}
 LANES := fr-infer-cv2 upstream-cv2 upstream-cv3
 
-.PHONY: install install-cosyvoice run test lint bench bench-model soak clean $(LANES:%=test-lane-%)
+.PHONY: install install-cosyvoice browser run test lint bench bench-model soak load-test clean $(LANES:%=test-lane-%)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,14 +50,27 @@ ENGINE_INSTALL := $(if $(or $(filter cosyvoice,$(ENGINE)),$(and $(filter auto,$(
 run: install $(ENGINE_INSTALL)
 	$(WITH_UPSTREAM) COSYVOICE_ENGINE=$(ENGINE) $(BIN)/python -m app.server --host $(HOST) --port $(PORT)
 
+# No Docker engine in CI: the container files are checked with hadolint (a PyPI wheel of its binary)
 lint: install
 	$(BIN)/ruff check app tests scripts
 	$(BIN)/ruff format --check app tests scripts
+	$(BIN)/hadolint --failure-threshold warning Dockerfile
+
+# The web page's test drives Debian's Chromium (never a browser a test tool downloads): installed when missing
+# and this user may (root, or sudo without a password); otherwise the test fails and says how to install it.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \
+			echo "no $(CHROMIUM), and no permission to install it: apt-get install chromium" >&2; exit 0; fi; \
+		echo "installing Debian's chromium (log: $(VENV)/chromium-install.log)"; \
+		{ $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; } \
+			>$(VENV)/chromium-install.log 2>&1 || echo "installing chromium failed; the web page test will fail" >&2; }
 
 # Three engine lanes in parallel, each in a process of its own (one `cosyvoice` package per process):
 # the whole suite with the CosyVoice contract on cosyvoice2-fr-infer, and the contract on upstream's code
 # with a tiny CosyVoice2 and a tiny CosyVoice3.
-test: install-cosyvoice lint
+test: install-cosyvoice lint browser
 	@$(MAKE) --no-print-directory -j3 --output-sync=target $(LANES:%=test-lane-%)
 
 # the lanes need the engine installed; `test` (or `make install-cosyvoice`) chooses the upstream code once

@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api import system
+from app.api import system, web
 from app.api.dashscope import enrollment as dashscope_enrollment
 from app.api.dashscope import errors as dashscope_errors
 from app.api.dashscope import http as dashscope_http
@@ -69,5 +69,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     dashscope = (dashscope_ws.router, dashscope_http.router, dashscope_enrollment.router)
     for router in (*seed, openai_router.router, runtime_http.router, *dashscope, system.router):
         app.include_router(router)
+    web.install(app)
     app.add_middleware(RequestLimits, settings=settings, door_for=door_for)
     return app
