@@ -48,8 +48,12 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(10.0, gt=0)
     body_timeout_seconds: float = Field(120.0, gt=0)  # the whole body, from when the app first waits for it
 
+    # API keys: a file of `KEY USER_ID` lines; with it, every request needs a key and acts for its user
+    api_keys_file: Path | None = None
+
     max_concurrency: int = Field(4, ge=1)
-    queue_timeout_seconds: float = Field(30.0, gt=0)
+    max_queued: int = Field(16, ge=0)  # requests waiting for a synthesis slot; beyond it, 429 at once
+    queue_timeout_seconds: float = Field(30.0, gt=0)  # the longest wait for a slot (expected or real)
     stall_timeout_seconds: float = Field(60.0, gt=0)
     mp3_bitrate_kbps: Literal[32, 48, 64, 96, 128, 160, 192] = 64
 

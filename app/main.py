@@ -6,12 +6,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.api import metrics as metrics_door
 from app.api import system, web
 from app.api.dashscope import enrollment as dashscope_enrollment
 from app.api.dashscope import errors as dashscope_errors
 from app.api.dashscope import http as dashscope_http
 from app.api.dashscope import ws as dashscope_ws
 from app.api.errors import install_error_handlers
+from app.api.keys import ApiKeys, RequireApiKey
 from app.api.limits import RequestLimits
 from app.api.openai import errors as openai_errors
 from app.api.openai import router as openai_router
@@ -33,13 +35,20 @@ from app.storage import open_storage
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keys = ApiKeys(settings.api_keys_file) if settings.api_keys_file else None  # a bad file stops the start here
+    metrics = metrics_door.Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         quiet_accept_errors(asyncio.get_running_loop())
         loaded = load_engine(settings)
         synthesizer = Synthesizer(
-            loaded.engine, settings.max_concurrency, settings.queue_timeout_seconds, settings.stall_timeout_seconds
+            loaded.engine,
+            settings.max_concurrency,
+            settings.queue_timeout_seconds,
+            settings.stall_timeout_seconds,
+            settings.max_queued,
+            observer=metrics,
         )
         cache = DownloadCache(settings.data_dir / "cache" / "downloads", int(settings.voice_cache_mb * 1024 * 1024))
         users = UserStorage(open_storage(settings), loaded.engine, cache, settings.max_upload_bytes)
@@ -47,10 +56,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         voice_store = Voices(settings, loaded.engine, library, users, synthesizer)
         app.state.speech = SpeechService(settings, loaded.engine, voice_store, synthesizer)
         app.state.engine_reason = loaded.reason
+        metrics.speech = app.state.speech
         grpc = None
         try:
             if settings.grpc_port:
-                grpc = await grpc_server.start(app.state.speech, settings.grpc_host, settings.grpc_port)
+                grpc = await grpc_server.start(app.state.speech, settings.grpc_host, settings.grpc_port, keys)
             yield
         finally:
             if grpc is not None:
@@ -59,16 +69,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="CosyVoice voice service", version="0.2.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.metrics = metrics
     doors = [
         ("/v1/", openai_errors.render),
         (runtime_http.PREFIX, runtime_http.render),
         (dashscope_errors.PREFIX, dashscope_errors.render),
+        (dashscope_ws.PATH, dashscope_errors.render),  # a refused handshake
     ]
     door_for = install_error_handlers(app, doors, default=seed_errors.render)
     seed = (voices.router, tts.router, generate.router)
     dashscope = (dashscope_ws.router, dashscope_http.router, dashscope_enrollment.router)
-    for router in (*seed, openai_router.router, runtime_http.router, *dashscope, system.router):
+    for router in (*seed, openai_router.router, runtime_http.router, *dashscope, system.router, metrics_door.router):
         app.include_router(router)
     web.install(app)
-    app.add_middleware(RequestLimits, settings=settings, door_for=door_for)
+    if keys is not None:  # inside the body limits: a refusal that leaves a body unread closes the connection
+        app.add_middleware(RequireApiKey, keys=keys, door_for=door_for, rejected=metrics.rejected)
+    app.add_middleware(RequestLimits, settings=settings, door_for=door_for, rejected=metrics.rejected)
+    app.add_middleware(metrics_door.RequestMetrics, metrics=metrics)  # outermost: it sees every answer
     return app

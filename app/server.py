@@ -3,7 +3,8 @@
 uvicorn (0.54) closes idle keep-alive connections, but a connection that sends its headers a byte at a time
 (slowloris) is kept open for ever; a few hundred of them exhaust the process's file descriptors. Its h11
 protocol is kept whole and given a timer from the moment it waits for a request until that request's headers
-are complete. (The body's deadline is the app's own: ``app.main.RequestLimits``.)
+are complete. (The body's deadline is the app's own: ``app.main.RequestLimits``.) Its WebSocket protocol is
+told when a handshake ended with an HTTP answer (a 401 for a missing API key), which it forgets.
 
 ``python -m app.server --host 127.0.0.1 --port 8000`` is what ``make run`` and the container start.
 """
@@ -17,6 +18,7 @@ import logging
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from app.config import Settings
 from app.main import create_app
@@ -68,12 +70,23 @@ def guarded_protocol(header_timeout: float) -> type[H11Protocol]:
     return GuardedH11Protocol
 
 
+class DeniableWebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn 0.54 sends an app's HTTP answer to a WebSocket handshake but does not count the handshake as
+    done, so it logs "ASGI callable returned without completing handshake" for every refused connection."""
+
+    async def send(self, message) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get("more_body", False):
+            self.handshake_complete = True
+
+
 def config(settings: Settings, host: str, port: int, **extra) -> uvicorn.Config:
     return uvicorn.Config(
         create_app(settings),
         host=host,
         port=port,
         http=guarded_protocol(settings.header_timeout_seconds),
+        ws=DeniableWebSocketProtocol,
         ws_max_size=4 * 1024 * 1024,  # WebSocket messages (DashScope's text frames) larger than this close with 1009
         timeout_graceful_shutdown=10,
         **extra,

@@ -3,8 +3,8 @@ generated from a proto file, ``Inference`` calls whose ``tts_audio`` chunks are 
 
 It runs in a process of its own: its stubs and the server's describe the same messages, which one protobuf
 descriptor pool cannot hold twice. Usage: ``python tests/grpc_client.py STUBS_DIR ADDRESS < calls.json``; each
-call is ``{"kind": "sft_request", "fields": {...}, "prompt_file": path, "cancel_after": n}`` and the answer, on
-stdout, a list of ``{"chunks", "audio_file"}`` or ``{"code", "details"}``.
+call is ``{"kind": "sft_request", "fields": {...}, "prompt_file": path, "cancel_after": n, "metadata": [[k, v]]}``
+and the answer, on stdout, a list of ``{"chunks", "audio_file"}`` or ``{"code", "details"}``.
 """
 
 import json
@@ -29,7 +29,8 @@ def main() -> None:
                 with open(call["prompt_file"], "rb") as prompt:
                     fields["prompt_audio"] = prompt.read()
             request = cosyvoice_pb2.Request(**({call["kind"]: fields} if call["kind"] else {}))
-            responses = stub.Inference(request, timeout=120)
+            metadata = [tuple(pair) for pair in call.get("metadata", [])] or None
+            responses = stub.Inference(request, timeout=120, metadata=metadata)
             audio, chunks = b"", 0
             try:
                 for response in responses:

@@ -77,7 +77,7 @@ def test_first_bytes_arrive_long_before_the_stream_ends(tmp_path):
     assert first_byte < finished / 5, (first_byte, finished)
 
 
-def test_busy_server_answers_503_when_no_slot_frees_in_time(tmp_path):
+def test_busy_server_answers_429_when_no_slot_frees_in_time(tmp_path):
     text = SENTENCE * 400
     settings = long_settings(tmp_path, max_concurrency=1, queue_timeout_seconds=0.2)
     with (
@@ -87,8 +87,9 @@ def test_busy_server_answers_503_when_no_slot_frees_in_time(tmp_path):
         unread = held.iter_bytes()  # keep a reference: dropping the iterator closes the connection
         next(unread)  # holds the only slot: the client reads no further
         response = httpx.post(f"{url}/tts", json={"tts_text": "hello", "spk_id": "英文女"}, timeout=30)
-        assert response.status_code == 503
-        assert response.json()["error"]["code"] == "busy"
+        assert response.status_code == 429 and int(response.headers["retry-after"]) >= 1
+        assert response.json()["error"]["code"] == "busy" and "0.2 s" in response.json()["error"]["message"]
+        assert 'cosyvoice_rejected_total{reason="timeout"} 1.0' in httpx.get(f"{url}/metrics").text
 
 
 def test_disconnect_during_a_wav_render_stops_synthesis(tmp_path):

@@ -1,9 +1,12 @@
-"""What every door's routes depend on: the core's SpeechService."""
+"""What every door's routes depend on: the core's SpeechService, and the user an API key speaks for."""
 
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.requests import HTTPConnection
 
+from app.core.errors import Forbidden
+from app.core.names import VoiceName
 from app.core.speech import SpeechService
 
 
@@ -12,3 +15,23 @@ def get_speech(request: Request) -> SpeechService:
 
 
 Speech = Annotated[SpeechService, Depends(get_speech)]
+
+
+def caller_user(connection: HTTPConnection) -> str:
+    """The user the request's API key belongs to; "" when the server runs without keys."""
+    return getattr(connection.state, "key_user", "")
+
+
+def user_for(connection: HTTPConnection, sent: str) -> str:
+    """The user a request acts for: with a key, the key's user (a request naming another user is refused);
+    without keys, the user the request names ("" for the shared library)."""
+    sent, key_user = sent.strip(), caller_user(connection)
+    if key_user and sent and sent != key_user:
+        raise Forbidden("user", f"{sent!r} is not the user this API key belongs to; leave it out or send {key_user!r}")
+    return key_user or sent
+
+
+def voice_owner(connection: HTTPConnection, sent: str = "") -> VoiceName | None:
+    """``user_for`` as the name of the voices' owner: None for the shared library."""
+    user = user_for(connection, sent)
+    return VoiceName.check("user", user) if user else None

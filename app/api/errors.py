@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
-from app.core.errors import DomainError
+from app.core.errors import Busy, DomainError, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,14 @@ def field_names(request: Request) -> dict[str, str]:
     return request.state.field_names
 
 
+def add_headers(exc: Exception, response: Response) -> None:
+    """What a 429 and a 401 say besides their body, in every door: when to retry, how to authenticate."""
+    if isinstance(exc, Busy):
+        response.headers["retry-after"] = str(exc.retry_after)
+    elif isinstance(exc, Unauthenticated):
+        response.headers["www-authenticate"] = "Bearer"
+
+
 def install_error_handlers(app: FastAPI, doors: list[tuple[str, Render]], default: Render) -> Callable[[str], Render]:
     def door_for(path: str) -> Render:
         return next((render for prefix, render in doors if path.startswith(prefix)), default)
@@ -58,6 +66,7 @@ def install_error_handlers(app: FastAPI, doors: list[tuple[str, Render]], defaul
         if isinstance(exc, ClientDisconnect):  # the client left while sending its body: nobody to answer
             return Response(status_code=499)
         response = door_for(route_path(request.scope))(exc, field_names(request))
+        add_headers(exc, response)
         if not isinstance(exc, DomainError | DoorError | RequestValidationError | HTTPException):
             log.exception("unhandled error", exc_info=exc)
             # Starlette re-raises it after this answer and uvicorn then drops the connection: say so, or a

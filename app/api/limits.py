@@ -15,8 +15,9 @@ class RequestLimits:
     once would exhaust memory). An answer that leaves before the whole body arrived says ``Connection: close``,
     so a client cannot hold the connection by trickling the rest of it."""
 
-    def __init__(self, app, settings: Settings, door_for):
+    def __init__(self, app, settings: Settings, door_for, rejected):
         self.app = app
+        self.rejected = rejected  # (reason) -> None, for the metrics
         self.limit = settings.max_upload_bytes
         self.body_timeout = settings.body_timeout_seconds
         self.buffered_limit = int(settings.max_buffered_mb * MB)
@@ -30,6 +31,7 @@ class RequestLimits:
         too_large = DoorError(413, "payload_too_large", limit)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared and declared.isdigit() and int(declared) > self.limit:
+            self.rejected("too_large")
             response = self.door_for(route_path(scope))(too_large, {})
             response.headers["connection"] = "close"  # the body is not read: the connection cannot be reused
             return await response(scope, receive, send)
@@ -46,6 +48,7 @@ class RequestLimits:
             try:
                 event = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
             except TimeoutError:
+                self.rejected("body_timeout")
                 late = f"it did not all arrive within {self.body_timeout:g} s (COSYVOICE_BODY_TIMEOUT_SECONDS)"
                 raise DoorError(408, "request_timeout", f"body: {late}") from None
             body_done = event["type"] != "http.request" or not event.get("more_body", False)
@@ -53,8 +56,10 @@ class RequestLimits:
             received += size
             self.buffered += size
             if received > self.limit:
+                self.rejected("too_large")
                 raise too_large
             if self.buffered > self.buffered_limit:
+                self.rejected("body_budget")
                 held = f"{self.buffered_limit / MB:g} MB of request bodies are held already (COSYVOICE_MAX_BUFFERED_MB)"
                 raise DoorError(503, "busy", f"body: {held}; retry shortly")
             return event

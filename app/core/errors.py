@@ -21,6 +21,7 @@ PARAMS = {
     "sample_rate": "the sample rate of the answer",
     "storage": "where users' voices and prompts are kept",
     "body": "the request as a whole",
+    "key": "the API key a request is sent with",
 }
 
 
@@ -60,8 +61,20 @@ class Unsupported(DomainError):
     """Valid, but not something this engine or door can do."""
 
 
+class Unauthenticated(DomainError):
+    """API keys are required and the request sent none, or one that is not valid."""
+
+
 class Busy(DomainError):
-    """Every synthesis slot stayed taken for the whole wait."""
+    """No synthesis slot for this request: the wait queue is full, or the wait would be (or was) too long.
+
+    ``retry_after``: seconds after which a slot is likely free (from the measured drain rate); ``reason``:
+    ``queue_full``, ``wait_too_long`` or ``timeout``, for metrics."""
+
+    def __init__(self, param: str | None, problem: str, retry_after: int = 1, reason: str = "timeout"):
+        super().__init__(param, problem)
+        self.retry_after = retry_after
+        self.reason = reason
 
 
 class EngineFailure(DomainError):

@@ -9,7 +9,9 @@ piling audio up in memory, and a client that goes away stops the engine at the n
 import asyncio
 import collections
 import dataclasses
+import functools
 import logging
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -18,21 +20,12 @@ from dataclasses import dataclass
 
 from app.core.encoders import Encoder
 from app.core.errors import Busy, ClientGone, Invalid
+from app.core.observer import Observer, StreamRecord, Unobserved
 from app.engines.base import SpeechEngine, SynthesisRequest
 
 log = logging.getLogger(__name__)
 
 _READ_AHEAD_CHUNKS = 4
-
-
-@dataclass(frozen=True)
-class StreamRecord:
-    """What one finished stream did: for /health-style monitoring, the bench and tests."""
-
-    outcome: str
-    first_chunk_seconds: float | None  # from the start of synthesis to the engine's first chunk
-    first_chunk_samples: int
-    samples: int
 
 
 @dataclass
@@ -179,41 +172,79 @@ class AudioStream:
 
 
 class Synthesizer:
+    """Engine work behind ``max_concurrency`` slots, with at most ``max_queued`` requests waiting for one.
+
+    A request that would wait beyond ``queue_timeout`` (by the measured drain rate) or find the queue full is
+    refused at once with ``Busy`` and a ``retry_after``, so load never piles up unbounded in memory."""
+
     def __init__(
         self,
         engine: SpeechEngine,
         max_concurrency: int,
         queue_timeout: float,
         stall_timeout: float = 60.0,
+        max_queued: int = 16,
+        observer: Observer | None = None,
     ):
         self.engine = engine
         self.stall_timeout = stall_timeout
+        self.observer = observer or Unobserved()
         self._open: set[AudioStream] = set()
         self.max_concurrency = max_concurrency
+        self.max_queued = max_queued
         self.executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="engine")
         self._slots = asyncio.Semaphore(max_concurrency)
         self._queue_timeout = queue_timeout
         self.active = 0
+        self.waiting = 0
+        self.hold_seconds: float | None = None  # a slot's mean holding time (moving average), for the drain rate
         self.stats = Stats()
         self.recent: collections.deque[StreamRecord] = collections.deque(maxlen=100)
 
+    def expected_wait(self, position: int) -> float | None:
+        """Seconds until the ``position``-th waiter gets a slot, from the drain rate; None before any was measured."""
+        if self.hold_seconds is None:
+            return None
+        return position * self.hold_seconds / self.max_concurrency
+
+    def _busy(self, reason: str, problem: str, position: int) -> Busy:
+        self.observer.rejected(reason)
+        expected = self.expected_wait(position)
+        retry_after = max(1, math.ceil(expected if expected is not None else 1))
+        return Busy(None, f"{problem}; retry in {retry_after} s", retry_after, reason)
+
     async def acquire(self) -> None:
+        if not self._slots.locked():
+            await self._slots.acquire()  # a free slot (and nobody waiting): taken without suspending
+            self.active += 1
+            return
+        position = self.waiting + 1
+        if self.waiting >= self.max_queued:
+            full = f"all {self.max_concurrency} synthesis slots are busy and {self.waiting} requests wait"
+            raise self._busy("queue_full", full, position)
+        expected = self.expected_wait(position)
+        if expected is not None and expected > self._queue_timeout:
+            long = f"a synthesis slot would take about {expected:.0f} s to free up"
+            raise self._busy("wait_too_long", long, position)
+        self.waiting += 1
         try:
             await asyncio.wait_for(self._slots.acquire(), self._queue_timeout)
         except TimeoutError:
-            raise Busy(
-                None,
-                f"all {self.max_concurrency} synthesis slots stayed busy for {self._queue_timeout:g} s; retry later",
-            ) from None
+            problem = f"all {self.max_concurrency} synthesis slots stayed busy for {self._queue_timeout:g} s"
+            raise self._busy("timeout", problem, 1) from None
+        finally:
+            self.waiting -= 1
         self.active += 1
 
     def submit(self, fn: Callable, *args) -> asyncio.Future:
         """Run ``fn`` in an engine thread; the slot taken by ``acquire`` is freed when it ends."""
         future = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-        future.add_done_callback(self._release)
+        future.add_done_callback(functools.partial(self._release, time.monotonic()))
         return future
 
-    def _release(self, _future) -> None:
+    def _release(self, started: float, _future) -> None:
+        held = time.monotonic() - started
+        self.hold_seconds = held if self.hold_seconds is None else 0.8 * self.hold_seconds + 0.2 * held
         self.active -= 1
         self._slots.release()
 
@@ -252,9 +283,13 @@ class Synthesizer:
         self._open.discard(stream)
         outcome = "failed" if future.cancelled() or future.exception() else future.result()
         setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
-        self.stats.audio_seconds += stream.samples / self.engine.sample_rate
+        audio_seconds = stream.samples / self.engine.sample_rate
+        self.stats.audio_seconds += audio_seconds
         latency = None if stream.first_chunk_at is None else stream.first_chunk_at - stream.started
-        self.recent.append(StreamRecord(outcome, latency, stream.first_chunk_samples, stream.samples))
+        seconds = time.perf_counter() - stream.started
+        record = StreamRecord(outcome, latency, stream.first_chunk_samples, stream.samples, seconds, audio_seconds)
+        self.recent.append(record)
+        self.observer.stream_ended(record)
 
     def shutdown(self) -> None:
         for stream in list(self._open):

@@ -14,7 +14,14 @@ from typing import Protocol
 
 from app.config import Settings
 from app.core.audio import PromptAudio, pcm16_wav, prepare_prompt
-from app.core.errors import Invalid, NotFound
+from app.core.errors import (
+    Invalid,
+    Missing,
+    NotFound,
+    StorageFailure,
+    StorageUnavailable,
+    VoiceTableUnavailable,
+)
 from app.core.names import VoiceName
 from app.core.synthesis import Synthesizer
 from app.core.user_voices import UserStorage, user_key
@@ -89,15 +96,24 @@ class Voices:
         self.library = library
         self.users = users
         self._synthesizer = synthesizer
+        # with API keys every request acts for a user, who sees only the built-ins beside their own voices: the
+        # shared library's cloned voices belong to nobody's key
+        self.shared = settings.api_keys_file is None
         self._storage_threads = ThreadPoolExecutor(8, thread_name_prefix="storage")
 
     async def _run(self, user: VoiceName | None, fn, *args):
         """Library calls in a thread; storage calls in threads of their own, so a slow bucket starves nothing."""
-        if user is None:
-            return await asyncio.to_thread(fn, *args)
-        return await asyncio.get_running_loop().run_in_executor(self._storage_threads, fn, *args)
+        try:
+            if user is None:
+                return await asyncio.to_thread(fn, *args)
+            return await asyncio.get_running_loop().run_in_executor(self._storage_threads, fn, *args)
+        except (StorageFailure, StorageUnavailable, VoiceTableUnavailable) as exc:
+            self._synthesizer.observer.storage_failed(exc)
+            raise
 
     def store(self, user: VoiceName | None) -> VoiceStore:
+        if user is None and not self.shared:
+            raise Missing("user", "every request acts for a user when the server uses API keys")
         return self.library if user is None else self.users.user(user)
 
     def builtin_ids(self) -> list[str]:
@@ -105,14 +121,20 @@ class Voices:
 
     # -- reading --------------------------------------------------------------------------
     async def get(self, name: VoiceName, user: VoiceName | None = None, user_only: bool = False) -> Voice:
-        """A stored voice: the user's own first (when a user is given), then, unless ``user_only``, the shared ones."""
+        """A stored voice: the user's own first (when a user is given), then, unless ``user_only``, the shared ones
+        (only the built-ins when the server uses API keys)."""
+        not_theirs = None
         if user is not None:
             try:
                 return await self._run(user, self.store(user).get, name)
-            except NotFound:
+            except NotFound as exc:
                 if user_only:
                     raise
-        return await self._run(None, self.library.get, name)
+                not_theirs = exc
+        voice = await self._run(None, self.library.get, name)
+        if not voice.builtin and not self.shared:
+            raise not_theirs or NotFound("voice", f"no voice {name!r}")
+        return voice
 
     async def names(self, user: VoiceName | None = None) -> list[str]:
         """The cloned voices: the user's own with a user, else the shared library's."""

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.bodies import SafeBodyRoute
 from app.api.dashscope.errors import ERRORS
-from app.api.deps import Speech
+from app.api.deps import Speech, user_for, voice_owner
 from app.api.errors import DoorError, field_names
 from app.core.fetch import FetchPolicy, fetch_audio
 from app.core.names import VoiceName
@@ -60,21 +60,23 @@ def _times(created: float | None) -> dict:
     return {"gmt_create": stamp, "gmt_modified": stamp, "status": "OK"}
 
 
-async def _described(speech: SpeechService, voice_id: VoiceName) -> dict:
-    await speech.voices.get(voice_id)  # NotFound for a voice that is not there
+async def _described(speech: SpeechService, voice_id: VoiceName, owner: VoiceName | None) -> dict:
+    await speech.voices.get(voice_id, owner, user_only=True)  # NotFound for a voice that is not there
     target_model = voice_id.rsplit("-", 2)[0] if voice_id.count("-") >= 2 else ""
-    return {**_times(await speech.voices.created(voice_id)), "target_model": target_model}
+    return {**_times(await speech.voices.created(voice_id, owner)), "target_model": target_model}
 
 
-async def _sample(speech: SpeechService, request: EnrollmentInput) -> Upload:
+async def _sample(speech: SpeechService, request: EnrollmentInput, http: Request) -> Upload:
     """The sample ``url`` names: a data: URL, an http(s) URL the fetch policy allows, or a key in the caller's
-    storage (the seed's uploads: ``prompts/ref.wav`` in ``input.user_id``'s folder or bucket prefix)."""
+    storage (the seed's uploads: ``prompts/ref.wav`` in ``input.user_id``'s folder or bucket prefix; with API
+    keys, the key user's)."""
     url = _required(request.url, "url", request.action)
     if url.startswith("data:") or "://" in url or ":" in url.split("/", 1)[0]:
         return await fetch_audio(url, _policy(speech))
-    if not request.user_id.strip():
+    user = user_for(http, request.user_id)
+    if not user:
         raise DoorError(400, "InvalidParameter", "input.url: a storage key needs input.user_id (whose storage)")
-    return await speech.voices.stored_prompt(VoiceName.check("user", request.user_id.strip()), url)
+    return await speech.voices.stored_prompt(VoiceName.check("user", user), url)
 
 
 def _required(value: str, name: str, action: str) -> str:
@@ -91,6 +93,7 @@ async def customization(speech: Speech, body: EnrollmentBody, http: Request) -> 
     names.update({"prompt_key": "input.url", "user": "input.user_id"})
     names["prompt_text"] = "input.prompt_text"
     request, action = body.input, body.input.action
+    owner = voice_owner(http)  # with API keys the key user's own voices; without, the shared library
     output: dict = {}
     if action == "create_voice":
         names["voice"] = names["name"] = "input.prefix"
@@ -99,24 +102,24 @@ async def customization(speech: Speech, body: EnrollmentBody, http: Request) -> 
             problem = f"{request.prefix!r} is not 1 to 10 lowercase letters or digits"
             raise DoorError(400, "InvalidParameter", f"input.prefix: {problem}")
         voice_id = VoiceName.check("name", f"{request.target_model}-{request.prefix}-{secrets.token_hex(4)}")
-        upload = await _sample(speech, request)
-        await speech.voices.clone(voice_id, request.prompt_text.strip(), upload, overwrite=False)
+        upload = await _sample(speech, request, http)
+        await speech.voices.clone(voice_id, request.prompt_text.strip(), upload, overwrite=False, user=owner)
         output = {"voice_id": voice_id}
     elif action == "list_voice":
         marker = f"-{request.prefix}-" if request.prefix else ""
-        chosen = [name for name in await speech.voices.names() if marker in name]
-        stamps = {name: await speech.voices.created(VoiceName(name)) for name in chosen}
+        chosen = [name for name in await speech.voices.names(owner) if marker in name]
+        stamps = {name: await speech.voices.created(VoiceName(name), owner) for name in chosen}
         chosen.sort(key=lambda name: stamps[name] or 0, reverse=True)  # newest first
         page = chosen[request.page_index * request.page_size :][: request.page_size]
         output = {"voice_list": [{"voice_id": name, **_times(stamps[name])} for name in page]}
     else:
         voice_id = VoiceName.check("voice", _required(request.voice_id, "voice_id", action))
         if action == "query_voice":
-            output = await _described(speech, voice_id)
+            output = await _described(speech, voice_id, owner)
         elif action == "update_voice":
-            await speech.voices.get(voice_id)
-            upload = await _sample(speech, request)
-            await speech.voices.clone(voice_id, request.prompt_text.strip(), upload, overwrite=True)
+            await speech.voices.get(voice_id, owner, user_only=True)
+            upload = await _sample(speech, request, http)
+            await speech.voices.clone(voice_id, request.prompt_text.strip(), upload, overwrite=True, user=owner)
         else:
-            await speech.voices.delete(voice_id)
+            await speech.voices.delete(voice_id, owner)
     return {"request_id": str(uuid.uuid4()), "output": output, "usage": {"count": 1}}

@@ -18,7 +18,7 @@ from app.api.dashscope.errors import ERRORS, error_body
 from app.api.dashscope.models import SynthesisParameters, billed_characters
 from app.api.dashscope.requests import FIELDS, STATUS, speech_request, task_output
 from app.api.dashscope.results import Results
-from app.api.deps import Speech
+from app.api.deps import Speech, caller_user
 from app.api.errors import DoorError, domain_error
 from app.core.errors import DomainError
 from app.core.speech_task import SpeechTask
@@ -81,7 +81,8 @@ async def synthesize(
     output = task_output(params, whole=x_dashscope_sse.lower() != "enable")
     if not output.whole:
         return await _events(speech, http, params, request_id, usage)
-    stream = await speech.synthesize(speech_request(speech, params, params.text), output, http.is_disconnected)
+    request = speech_request(speech, params, caller_user(http), params.text)
+    stream = await speech.synthesize(request, output, http.is_disconnected)
     data = await stream.collect()
     if stream.ended_early:
         raise DoorError(499, "RequestCancelled", "the client left")
@@ -92,7 +93,7 @@ async def synthesize(
 async def _events(speech, http: Request, params: SynthesisInput, request_id: str, usage: dict) -> StreamingResponse:
     speech.check_text(params.text)  # the whole text's limits, before it is cut into sentences
     output = task_output(params)
-    task = SpeechTask(speech, speech_request(speech, params), output)
+    task = SpeechTask(speech, speech_request(speech, params, caller_user(http)), output)
     await task.start()  # an unknown voice is a JSON error, before any event
     sentences = task.sentences(params.text, flush=True)
 

@@ -33,6 +33,7 @@ STATUS = {
     errors.AlreadyExists: (409, "InvalidParameter"),
     errors.Forbidden: (403, "AccessDenied"),
     errors.TooLarge: (413, "InvalidParameter"),
+    errors.Unauthenticated: (401, "InvalidApiKey"),
     errors.Busy: (429, "Throttling"),
     errors.EngineFailure: (500, "InternalError"),
     errors.VoiceTableUnavailable: (503, "InternalError"),
@@ -42,11 +43,12 @@ STATUS = {
 }
 
 
-def speech_request(speech: SpeechService, params: SynthesisParameters, text: str = "") -> SpeechRequest:
+def speech_request(speech: SpeechService, params: SynthesisParameters, user: str, text: str = "") -> SpeechRequest:
+    """``user``: the API key's user ("" without keys), whose voices the request may name beside the built-ins."""
     instruction = params.instruction.strip()
     if params.text_type == "SSML":
         raise errors.Unsupported(None, "text_type: SSML is not supported by this server; send PlainText")
-    voice = VoiceRef(name=params.voice, alias=speech.settings.dashscope_voices.get(params.voice, ""))
+    voice = VoiceRef(name=params.voice, alias=speech.settings.dashscope_voices.get(params.voice, ""), user=user)
     mode = Mode.INSTRUCT if instruction else Mode.SFT
     return SpeechRequest(mode, text, voice, instruction=instruction, speed=params.rate, seed=params.seed)
 

@@ -20,6 +20,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from app.api.bodies import BodyProblem, read_json
 from app.api.dashscope.models import Header, RunPayload, TaskPayload, billed_characters
 from app.api.dashscope.requests import FIELDS, STATUS, speech_request, task_output
+from app.api.deps import caller_user
 from app.api.errors import domain_error, validation_problems
 from app.core.errors import DomainError
 from app.core.speech import SpeechService
@@ -186,7 +187,8 @@ class Task:
     async def start(self) -> None:
         speech, params = self.connection.speech, self.run.parameters
         try:
-            self.speech_task = SpeechTask(speech, speech_request(speech, params), task_output(params))
+            request = speech_request(speech, params, caller_user(self.connection.ws))
+            self.speech_task = SpeechTask(speech, request, task_output(params))
             await self.speech_task.start()
         except DomainError as exc:
             await self.fail(*_code(exc))

@@ -8,7 +8,7 @@ import time
 from fastapi import APIRouter, Request
 
 from app.api.bodies import SafeBodyRoute
-from app.api.deps import Speech
+from app.api.deps import Speech, caller_user
 from app.api.errors import DoorError
 from app.api.openai.errors import error_object
 from app.api.openai.models import OPENAI_MODELS, ErrorResponse, Model, ModelList, SpeechBody
@@ -57,7 +57,8 @@ async def create_speech(body: SpeechBody, speech: Speech, http: Request) -> Audi
         message = f"model: no model {body.model!r}; GET /v1/models lists {', '.join(model_ids(speech))}"
         raise DoorError(404, "model_not_found", message, "model")
     # OpenAI's voice names stand for voices of this server (COSYVOICE_OPENAI_VOICES), unless one has that name
-    voice = VoiceRef(name=body.voice_name, alias=speech.settings.openai_voices.get(body.voice_name, ""))
+    alias = speech.settings.openai_voices.get(body.voice_name, "")
+    voice = VoiceRef(name=body.voice_name, alias=alias, user=caller_user(http))
     mode = Mode.INSTRUCT if body.instructions.strip() else Mode.SFT
     request = SpeechRequest(mode, body.input, voice, instruction=body.instructions, speed=body.speed)
     chosen = audio_format(body.response_format)

@@ -2,10 +2,10 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from app.api.bodies import SafeBodyRoute
-from app.api.deps import Speech
+from app.api.deps import Speech, voice_owner
 from app.api.errors import DoorError
 from app.api.openai.models import Voice, VoiceDeleted, VoiceList
 from app.core.names import VoiceName
@@ -15,14 +15,15 @@ from app.core.voice_store import Upload
 router = APIRouter(prefix="/audio/voices", route_class=SafeBodyRoute)
 
 
-async def _voice(speech: SpeechService, name: VoiceName) -> Voice:
-    created = await speech.voices.created(name)
+async def _voice(speech: SpeechService, name: VoiceName, owner: VoiceName | None) -> Voice:
+    created = await speech.voices.created(name, owner)
     return Voice(id=name, name=name, created_at=int(created or 0))
 
 
 @router.post("")
 async def create_voice(
     speech: Speech,
+    http: Request,
     name: Annotated[str, Form(description="the voice's name, which is also its id")],
     audio_sample: Annotated[UploadFile, File(description="the sample recording (any format PyAV reads)")],
     consent: Annotated[str, Form(description="accepted and not checked: this server keeps no consent records")] = "",
@@ -34,17 +35,19 @@ async def create_voice(
         raise DoorError(400, "unsupported_value", f"type: {type!r} is not offered; only audio_sample", "type")
     voice_id = VoiceName.check("name", name)
     upload = Upload(await audio_sample.read(), audio_sample.filename or "")
-    await speech.voices.clone(voice_id, script_hint.strip(), upload, overwrite=False)
-    return await _voice(speech, voice_id)
+    owner = voice_owner(http)
+    await speech.voices.clone(voice_id, script_hint.strip(), upload, overwrite=False, user=owner)
+    return await _voice(speech, voice_id, owner)
 
 
 @router.get("")
-async def list_voices(speech: Speech) -> VoiceList:
-    """The cloned voices (OpenAI's voice names and the built-ins are not listed)."""
-    return VoiceList(data=[await _voice(speech, VoiceName(name)) for name in await speech.voices.names()])
+async def list_voices(speech: Speech, http: Request) -> VoiceList:
+    """The cloned voices (OpenAI's voice names and the built-ins are not listed): with API keys, the key user's."""
+    owner = voice_owner(http)
+    return VoiceList(data=[await _voice(speech, VoiceName(name), owner) for name in await speech.voices.names(owner)])
 
 
 @router.delete("/{voice_id}")
-async def delete_voice(speech: Speech, voice_id: str) -> VoiceDeleted:
-    await speech.voices.delete(VoiceName.check("voice", voice_id))
+async def delete_voice(speech: Speech, http: Request, voice_id: str) -> VoiceDeleted:
+    await speech.voices.delete(VoiceName.check("voice", voice_id), voice_owner(http))
     return VoiceDeleted(id=voice_id)

@@ -1,6 +1,8 @@
 """Upstream CosyVoice's runtime servers (``runtime/python/fastapi`` and ``runtime/python/grpc``): five kinds of
 inference call, each one SpeechRequest. Shared by the HTTP and the gRPC door."""
 
+from dataclasses import replace
+
 from app.core import errors
 from app.core.formats import FORMATS, AudioOutput
 from app.core.speech import SpeechRequest, VoiceRef
@@ -37,7 +39,8 @@ STATUS = {
     errors.AlreadyExists: (409, "ALREADY_EXISTS"),
     errors.Forbidden: (403, "PERMISSION_DENIED"),
     errors.TooLarge: (413, "INVALID_ARGUMENT"),
-    errors.Busy: (503, "RESOURCE_EXHAUSTED"),
+    errors.Unauthenticated: (401, "UNAUTHENTICATED"),
+    errors.Busy: (429, "RESOURCE_EXHAUSTED"),
     errors.EngineFailure: (500, "INTERNAL"),
     errors.VoiceTableUnavailable: (503, "UNAVAILABLE"),
     errors.StorageFailure: (502, "UNAVAILABLE"),
@@ -56,3 +59,8 @@ def speech_request(
 ) -> SpeechRequest:
     voice = VoiceRef(name=spk_id, prompt_audio=prompt_audio, prompt_text=prompt_text)
     return SpeechRequest(KINDS[kind], tts_text, voice, instruction=instruct_text)
+
+
+def acting_for(request: SpeechRequest, user: str) -> SpeechRequest:
+    """The request speaking for ``user`` (an API key's; "" without keys): upstream's calls name no user."""
+    return replace(request, voice=replace(request.voice, user=user))

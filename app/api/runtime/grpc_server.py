@@ -7,8 +7,9 @@ import logging
 import grpc
 
 from app.api.errors import domain_error
-from app.api.runtime.calls import FIELDS, PCM, STATUS, speech_request
-from app.core.errors import DomainError, Invalid
+from app.api.keys import ApiKeys, check_key, presented_key
+from app.api.runtime.calls import FIELDS, PCM, STATUS, acting_for, speech_request
+from app.core.errors import DomainError, Invalid, Unauthenticated
 from app.core.speech import SpeechRequest, SpeechService
 from app.core.voice_store import Upload
 
@@ -56,13 +57,26 @@ def _speech_request(request) -> SpeechRequest:
 
 
 class CosyVoiceService(cosyvoice_pb2_grpc.CosyVoiceServicer if cosyvoice_pb2_grpc else object):
-    def __init__(self, speech: SpeechService):
+    def __init__(self, speech: SpeechService, keys: ApiKeys | None):
         self.speech = speech
+        self.keys = keys
+
+    def _user(self, context) -> str:
+        """With API keys: the user of the key in the call's metadata (``authorization: Bearer`` or ``x-api-key``)."""
+        if self.keys is None:
+            return ""
+        metadata = dict(context.invocation_metadata() or ())
+        try:
+            return check_key(self.keys, presented_key(metadata.get("authorization"), metadata.get("x-api-key")))
+        except Unauthenticated:
+            self.speech.synthesizer.observer.rejected("unauthenticated")
+            raise
 
     async def Inference(self, request, context):  # noqa: N802 - the proto's name
         stream = None
         try:
-            stream = await self.speech.synthesize(_speech_request(request), PCM, lambda: _gone(context))
+            request = acting_for(_speech_request(request), self._user(context))
+            stream = await self.speech.synthesize(request, PCM, lambda: _gone(context))
             async for chunk in stream.chunks():
                 yield cosyvoice_pb2.Response(tts_audio=chunk)
         except DomainError as exc:  # before the first chunk, or the engine failed after it
@@ -82,7 +96,7 @@ async def _gone(context) -> bool:
     return context.done()
 
 
-async def start(speech: SpeechService, host: str, port: int) -> grpc.aio.Server:
+async def start(speech: SpeechService, host: str, port: int, keys: ApiKeys | None = None) -> grpc.aio.Server:
     if _STUBS_MISSING is not None:
         raise RuntimeError(
             f"COSYVOICE_GRPC_PORT is set but the gRPC stubs are missing ({_STUBS_MISSING}); "
@@ -90,7 +104,7 @@ async def start(speech: SpeechService, host: str, port: int) -> grpc.aio.Server:
         )
     limit = speech.settings.max_upload_bytes
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit)])
-    cosyvoice_pb2_grpc.add_CosyVoiceServicer_to_server(CosyVoiceService(speech), server)
+    cosyvoice_pb2_grpc.add_CosyVoiceServicer_to_server(CosyVoiceService(speech, keys), server)
     address = f"{host}:{port}"
     if server.add_insecure_port(address) == 0:
         raise RuntimeError(f"gRPC: cannot listen on {address}")

@@ -10,10 +10,10 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 from app.api.bodies import SafeBodyRoute
-from app.api.deps import Speech
+from app.api.deps import Speech, caller_user
 from app.api.errors import DoorError, domain_error, validation_problems
 from app.api.responses import AudioResponse
-from app.api.runtime.calls import FIELDS, PCM, STATUS, speech_request
+from app.api.runtime.calls import FIELDS, PCM, STATUS, acting_for, speech_request
 from app.core import errors
 from app.core.speech import SpeechRequest, SpeechService
 from app.core.voice_store import Upload
@@ -69,7 +69,7 @@ def _route(name: str):
 
 
 async def _pcm(speech: SpeechService, http: Request, request: SpeechRequest) -> AudioResponse:
-    stream = await speech.synthesize(request, PCM, http.is_disconnected)
+    stream = await speech.synthesize(acting_for(request, caller_user(http)), PCM, http.is_disconnected)
     headers = {"X-Sample-Rate": str(speech.engine.sample_rate), "X-Sample-Format": "s16le", "X-Channels": "1"}
     return AudioResponse(stream, "application/octet-stream", headers)
 

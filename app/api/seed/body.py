@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from app.api.bodies import BodyProblem, read_form, read_json
+from app.api.deps import user_for
 from app.api.errors import DoorError, field_names, validation_problems
 from app.core.voice_store import Upload
 
@@ -34,12 +35,15 @@ class RequestBody:
             if name in self.files and name not in self.fields:
                 raise _invalid(name, "sent as a file; expected a text field")
         try:
-            return model.model_validate(self.fields)
+            parsed = model.model_validate(self.fields)
         except ValidationError as exc:
             problems = "; ".join(f"{name}: {problem}" for name, problem in validation_problems(exc))
             if all(e["type"] == "missing" for e in exc.errors()):
                 raise DoorError(400, "missing_field", problems) from None
             raise DoorError(422, "invalid_input", problems) from None
+        if "user_id" in model.model_fields:  # with API keys, always the key's user
+            parsed = parsed.model_copy(update={"user_id": user_for(self.request, parsed.user_id)})
+        return parsed
 
     async def audio(self, file_field: str, base64_field: str = "prompt_audio_base64") -> Upload | None:
         """Prompt audio from a file part or a base64 field, whichever the client sent."""

@@ -5,7 +5,7 @@ import base64
 
 from fastapi import APIRouter, Request
 
-from app.api.deps import Speech
+from app.api.deps import Speech, voice_owner
 from app.api.errors import field_names
 from app.api.openapi import documented_body
 from app.api.seed.body import Body, missing
@@ -19,10 +19,6 @@ from app.core.voices import Voice
 router = APIRouter(tags=["seed: voices"], responses=ERRORS)
 
 
-def _user(user_id: str) -> VoiceName | None:
-    return VoiceName.check("user", user_id.strip()) if user_id.strip() else None
-
-
 def describe(speech: SpeechService, voice: Voice) -> dict:
     details = speech.engine.describe_voice(voice.profile) if voice.profile is not None else {}
     return {"spk_id": voice.spk_id, "builtin": voice.builtin, "engine": speech.engine.name, **details}
@@ -32,7 +28,7 @@ def describe(speech: SpeechService, voice: Voice) -> dict:
     "/clone",
     openapi_extra=documented_body(CloneBody, {"prompt_audio": "the prompt audio (any format PyAV reads)"}),
 )
-async def clone(speech: Speech, body: Body) -> dict:
+async def clone(speech: Speech, body: Body, http: Request) -> dict:
     """Clone a voice from prompt audio (file `prompt_audio` or `prompt_audio_base64`) and save it."""
     fields = body.parse(CloneBody)
     name = VoiceName.check("name", fields.spk_id)
@@ -41,7 +37,7 @@ async def clone(speech: Speech, body: Body) -> dict:
     upload = await body.audio("prompt_audio")
     if upload is None:
         raise missing("prompt_audio", "missing; send the prompt as a file part or as prompt_audio_base64")
-    user = _user(fields.user_id)
+    user = voice_owner(http, fields.user_id)
     voice = await speech.voices.clone(name, fields.prompt_text.strip(), upload, fields.overwrite, user)
     return {
         "status": "success",
@@ -83,21 +79,21 @@ async def upload_audio(speech: Speech, body: Body, http: Request) -> dict:
 
 
 @router.get("/get_available_spks")
-async def get_available_spks(speech: Speech, user_id: str = "") -> dict:
+async def get_available_spks(speech: Speech, http: Request, user_id: str = "") -> dict:
     """Built-in voices plus the shared cloned ones, or, with ``user_id``, plus that user's own."""
-    builtin, cloned = speech.voices.builtin_ids(), await speech.voices.names(_user(user_id))
+    builtin, cloned = speech.voices.builtin_ids(), await speech.voices.names(voice_owner(http, user_id))
     return {"speakers": builtin + cloned, "builtin": builtin, "cloned": cloned}
 
 
 @router.get("/voices/{spk_id}")
-async def get_voice(speech: Speech, spk_id: str, user_id: str = "") -> dict:
-    user = _user(user_id)
+async def get_voice(speech: Speech, http: Request, spk_id: str, user_id: str = "") -> dict:
+    user = voice_owner(http, user_id)
     return describe(speech, await speech.voices.get(VoiceName.check("voice", spk_id), user))
 
 
 @router.delete("/voices/{spk_id}")
-async def delete_voice(speech: Speech, spk_id: str, user_id: str = "") -> dict:
+async def delete_voice(speech: Speech, http: Request, spk_id: str, user_id: str = "") -> dict:
     """Delete a cloned voice: the user's own with ``user_id``, else one of the shared library."""
-    user = _user(user_id)
+    user = voice_owner(http, user_id)
     await speech.voices.delete(VoiceName.check("voice", spk_id), user)
     return {"status": "success", "message": f"voice {spk_id!r} deleted", "spk_id": spk_id}
