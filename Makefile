@@ -89,6 +89,10 @@ bench: install $(ENGINE_INSTALL)
 soak: install
 	$(BIN)/python scripts/soak.py --seconds $(or $(SOAK_SECONDS),600)
 
+# At 4x the concurrency limit on loopback: every request completes or gets a 429, /health latency, memory (60 s)
+load-test: install
+	$(BIN)/python scripts/load_test.py --seconds $(or $(LOAD_SECONDS),60)
+
 # Full-size random CosyVoice2-0.5B and Fun-CosyVoice3-0.5B shapes, built once into the model cache (~4 GB):
 # the service beside upstream's own non-streaming path, in one run. Takes about half an hour on 2 cores.
 bench-model: install-cosyvoice

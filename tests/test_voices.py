@@ -130,6 +130,8 @@ def test_a_table_broken_while_running_keeps_serving_and_refuses_changes(settings
     clone(client, "kept", male_prompt)
     table = settings.data_dir / "espeak" / "spk2info.pt"
     table.write_bytes(b"half-written garbage")  # e.g. a non-atomic writer caught mid-way
+    ready = client.get("/ready")  # reads the table again; /health reports what the last read found
+    assert ready.status_code == 503 and "spk2info.pt" in ready.json()["checks"]["voice_table"]
     health = client.get("/health").json()
     assert health["status"] == "degraded" and "spk2info.pt" in health["problem"]
     assert decode(client.post("/tts", json={"tts_text": TEXT, "spk_id": "kept"}).content).seconds > 1
@@ -138,7 +140,7 @@ def test_a_table_broken_while_running_keeps_serving_and_refuses_changes(settings
     assert response.status_code == 503 and error_of(response)["code"] == "voice_table_unavailable"
     assert table.read_bytes() == b"half-written garbage"  # never overwritten
     torch.save({"kept": client.get("/voices/kept").json() | {"engine": "espeak"}}, table)
-    assert client.get("/health").json()["status"] == "ok"
+    assert client.get("/ready").status_code == 200 and client.get("/health").json()["status"] == "ok"
     assert clone(client, "new", male_prompt).status_code == 200
 
 

@@ -145,9 +145,9 @@ class SpeechService:
             raise NotFound("voice", problem) from None
 
     def status(self) -> dict:
-        """What /health reports of the core."""
+        """What /health reports of the core, from memory (the voice table as last read)."""
         synth = self.synthesizer
-        cloned = self.voices.library.names()
+        cloned = self.voices.library.known_count()
         return {
             "status": "degraded" if self.voices.library.problem else "ok",
             "problem": self.voices.library.problem,
@@ -155,10 +155,11 @@ class SpeechService:
             "engine_model": self.engine.description,
             "sample_rate": self.engine.sample_rate,
             "storage": self.voices.users.storage.name,
-            "voices": len(self.voices.builtin_ids()) + len(cloned),
+            "voices": len(self.voices.builtin_ids()) + cloned,
             "builtin_voices": len(self.voices.builtin_ids()),
-            "cloned_voices": len(cloned),
+            "cloned_voices": cloned,
             "active_syntheses": synth.active,
+            "queued_syntheses": synth.waiting,
             "max_concurrency": synth.max_concurrency,
         }
 

@@ -72,6 +72,11 @@ class VoiceLibrary:
             self._reload_if_changed()
             return [k for k in self._entries if k not in self._builtins and self._usable(k)]
 
+    def known_count(self) -> int:
+        """How many cloned voices the table held when last read: no disk access, for liveness probes."""
+        entries = self._entries
+        return sum(1 for k in entries if k not in self._builtins and self._engine.voice_problem(entries[k]) is None)
+
     def get(self, spk_id: VoiceName) -> Voice:
         with self._lock:
             self._reload_if_changed()
