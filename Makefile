@@ -55,16 +55,20 @@ lint: install
 	$(BIN)/ruff check app tests scripts
 	$(BIN)/ruff format --check app tests scripts
 	$(BIN)/hadolint --failure-threshold warning Dockerfile
+	@grep -qx "ARG COSYVOICE_COMMIT=$(COSYVOICE_COMMIT)" Dockerfile \
+		|| { echo "the Dockerfile's COSYVOICE_COMMIT is not the Makefile's" >&2; exit 1; }
 
 # The web page's test drives Debian's Chromium (never a browser a test tool downloads): installed when missing
 # and this user may (root, or sudo without a password); otherwise the test fails and says how to install it.
+# A CJK font, so that the page's screenshot shows the Chinese mode and voice names.
 CHROMIUM ?= /usr/bin/chromium
+CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 browser:
-	@test -x $(CHROMIUM) || { \
+	@test -x $(CHROMIUM) -a -f $(CJK_FONT) || { \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else \
 			echo "no $(CHROMIUM), and no permission to install it: apt-get install chromium" >&2; exit 0; fi; \
 		echo "installing Debian's chromium (log: $(VENV)/chromium-install.log)"; \
-		{ $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; } \
+		{ $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-wqy-microhei; } \
 			>$(VENV)/chromium-install.log 2>&1 || echo "installing chromium failed; the web page test will fail" >&2; }
 
 # Three engine lanes in parallel, each in a process of its own (one `cosyvoice` package per process):

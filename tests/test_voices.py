@@ -170,3 +170,14 @@ def test_a_failed_overwrite_leaves_the_old_voice_and_source(settings, client, ma
     assert (sources / "erin.wav").read_bytes() == old_wav
     assert (sources / "erin.txt").read_text() == "the old transcript"
     assert sorted(p.name for p in sources.iterdir()) == ["erin.txt", "erin.wav"]
+
+
+def test_a_voice_folder_that_cannot_be_written_refuses_changes_with_a_503(settings, client, male_prompt):
+    """E.g. a model folder mounted read-only (the container's /models): served, but not changed; never a 500."""
+    lock = settings.data_dir / "espeak" / ".spk2info.pt.lock"
+    lock.unlink(missing_ok=True)
+    lock.mkdir()  # opening it for writing fails as a read-only folder would (root ignores permissions)
+    response = clone(client, "new", male_prompt)
+    assert response.status_code == 503 and error_of(response)["code"] == "voice_table_unavailable"
+    assert "is not writable" in error_of(response)["message"]
+    assert decode(client.post("/tts", json={"tts_text": TEXT, "spk_id": "英文男"}).content).seconds > 1

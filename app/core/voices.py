@@ -154,7 +154,12 @@ class VoiceLibrary:
     @contextmanager
     def _locked_for_change(self):
         """The file lock (other processes) first, then the thread lock: readers here never wait on others."""
-        with open(self.directory / f".{SPK2INFO}.lock", "a+b") as lock_file:
+        try:
+            lock_file = open(self.directory / f".{SPK2INFO}.lock", "a+b")  # noqa: SIM115 - closed by the with below
+        except OSError as exc:  # e.g. a model folder mounted read-only: its voices are served, not changed
+            problem = f"voices cannot be changed: {self.directory} is not writable ({exc.strerror or exc})"
+            raise VoiceTableUnavailable(None, problem) from None
+        with lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
                 with self._lock:
