@@ -101,7 +101,7 @@ def main() -> None:
 
     port, data = free_port(), tempfile.mkdtemp(prefix="load-test-")
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "COSYVOICE_API_KEYS_FILE"},
         "COSYVOICE_DATA_DIR": data,
         "COSYVOICE_MAX_CONCURRENCY": str(args.max_concurrency),
         "COSYVOICE_QUEUE_TIMEOUT_SECONDS": str(args.queue_timeout),
@@ -117,6 +117,8 @@ def main() -> None:
                     break
             except httpx.HTTPError:
                 time.sleep(0.1)
+        else:
+            sys.exit("the server did not start within a minute")
         httpx.post(f"{url}/tts", json={"tts_text": TEXT, "spk_id": "英文男"}, timeout=60)  # warm up
         start_mb = rss_mb(server.pid)
         results = multiprocessing.get_context("spawn").Queue()

@@ -165,6 +165,9 @@ def test_dashscope_enrollment_and_synthesis_are_the_key_users(served, male_promp
         target_model="cosyvoice-v2", prefix="alice", url=sample, prompt_text=EN_PROMPT
     )
     assert httpx.get(f"{url}/get_available_spks", headers=_as(ALICE)).json()["cloned"] == [voice_id]
+    # the HTTP synthesizer's audio URL is fetched as DashScope's presigned ones are: without a key
+    result = dashscope.HttpSpeechSynthesizer.call(model="cosyvoice-v2", text="Hi there.", voice=voice_id, api_key=ALICE)
+    assert result.status_code == 200 and decode(httpx.get(result.output["audio"]["url"]).content).seconds > 0.2
     assert VoiceEnrollmentService(api_key=BOB).list_voices(prefix="alice") == []
     monkeypatch.setattr(dashscope, "api_key", ALICE)
     audio = SpeechSynthesizer(model="cosyvoice-v2", voice=voice_id, url=ws_url).call("Hello there.")

@@ -29,6 +29,7 @@ def test_requests_syntheses_audio_and_voices_are_counted(settings, male_prompt):
         second = client.audio.speech.create(model="tts-1", voice="alloy", input="Hello again.", response_format="wav")
         assert httpx.post(f"{url}/tts", json={"tts_text": "", "spk_id": "英文男"}).status_code == 400
         assert httpx.get(f"{url}/no/such/path").status_code == 404
+        assert httpx.request("FOO1", f"{url}/tts").status_code == 405  # a client's own method names no label
         clone = {"spk_id": "counted", "prompt_text": EN_PROMPT}
         assert httpx.post(f"{url}/clone", data=clone, files={"prompt_audio": ("p.wav", male_prompt)}).status_code == 200
         m = _samples(url)
@@ -37,7 +38,8 @@ def test_requests_syntheses_audio_and_voices_are_counted(settings, male_prompt):
         assert _value(m, "cosyvoice_requests_total", route="/tts", method="POST", status="400") == 1
         assert _value(m, "cosyvoice_requests_total", route="/v1/audio/speech", method="POST", status="200") == 1
         assert _value(m, "cosyvoice_requests_total", route="unmatched", method="GET", status="404") == 1
-        assert _value(m, "cosyvoice_first_byte_seconds_count", route="/tts") == 2  # the 400 also answered
+        assert _value(m, "cosyvoice_requests_total", route="/tts", method="other", status="405") == 1
+        assert _value(m, "cosyvoice_first_byte_seconds_count", route="/tts") == 3  # the 400 and 405 answered too
         assert _value(m, "cosyvoice_request_seconds_count", route="/clone") == 1
 
         assert _value(m, "cosyvoice_syntheses_total", outcome="completed") == 2

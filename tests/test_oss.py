@@ -177,6 +177,13 @@ def test_storage_errors_are_clear_and_lose_nothing(tmp_path, oss, monkeypatch, f
         assert response.status_code == 503 and time.monotonic() - started < 10
         oss.stall_next(0)
 
+        oss.fail_next(10, status=500)  # readiness says the storage does not answer, and the metrics count it
+        not_ready = client.get("/ready")
+        assert not_ready.status_code == 503 and "learn-wave" in not_ready.json()["checks"]["storage"]
+        assert 'cosyvoice_storage_errors_total{kind="StorageUnavailable"}' in client.get("/metrics").text
+        oss.fail_next(0)
+        assert client.get("/ready").json()["checks"]["storage"] == "ok"
+
         assert client.get("/health").json()["status"] == "ok"
         spoken = client.post("/tts", json={"tts_text": TEXT, "spk_id": "kept", "user_id": "erin"})
         assert decode(spoken.content).median_f0() > 170  # still the old voice, and the service is up

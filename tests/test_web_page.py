@@ -84,6 +84,7 @@ def test_the_page_and_its_modules_are_served(http):
     assert "script-src 'self'" in page.headers["content-security-policy"]
     assert '<script type="module" src="web/app.js">' in page.text
     assert http.get("/index.html").text == page.text
+    assert http.get("/web/index.html").status_code == 404  # only at / (with the page's security headers)
     modules, seen = ["app.js"], set()
     while modules:  # every module the page imports, found by following the imports
         name = modules.pop()

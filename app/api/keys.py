@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 MIN_KEY_LENGTH = 16
 # what a request without a key may reach: the page and its files, probes, metrics and the API's description
 _OPEN_PATHS = {"/", "/index.html", "/favicon.ico", "/health", "/ready", "/metrics", "/docs", "/redoc", "/openapi.json"}
-_OPEN_PREFIXES = ("/web/", "/docs/")
+# DashScope's results are fetched as plain URLs (its own are presigned); a result's id is 128 random bits
+_OPEN_PREFIXES = ("/web/", "/docs/", "/api/v1/services/audio/tts/results/")
 _KEY_HEADERS = (b"authorization", b"x-api-key")
 
 

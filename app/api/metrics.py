@@ -20,7 +20,7 @@ router = APIRouter(tags=["system"])
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 _RTF_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
-_READY_PROBE_KEY = "ready-probe"  # an object that need not exist: asking for it shows the storage answers
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}  # any other token a client sends: "other"
 _READY_TIMEOUT = 5.0
 
 
@@ -125,6 +125,7 @@ class RequestMetrics:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "WEBSOCKET")
+            method = method if method in _METHODS or method == "WEBSOCKET" else "other"
             m = self.metrics
             m.requests.labels(template, method, str(status or 500)).inc()
             m.request_seconds.labels(template).observe(time.perf_counter() - started)
@@ -152,12 +153,7 @@ async def ready(speech: Speech) -> JSONResponse:
     if problem:
         checks["voice_table"] = problem
     storage = speech.voices.users.storage
-    try:
-        await asyncio.wait_for(asyncio.to_thread(storage.exists, _READY_PROBE_KEY), _READY_TIMEOUT)
-    except TimeoutError:
-        checks["storage"] = f"no answer within {_READY_TIMEOUT:g} s"
-    except DomainError as exc:
-        checks["storage"] = exc.problem
+    checks["storage"] = await speech.voices.storage_problem(_READY_TIMEOUT) or "ok"
     ready = all(value == "ok" for value in checks.values())
     body = {"ready": ready, "engine": speech.engine.name, "storage_kind": storage.name, "checks": checks}
     return JSONResponse(body, status_code=200 if ready else 503)

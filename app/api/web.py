@@ -127,6 +127,11 @@ class _PageFiles(StaticFiles):
     """The page's files, revalidated on every use, with JavaScript's media type whatever the host's table says
     (a module script served as text/plain does not run)."""
 
+    def lookup_path(self, path: str):
+        if path.strip("/") == INDEX.name:  # the page only at / (with its security headers)
+            return "", None
+        return super().lookup_path(path)
+
     def file_response(self, full_path, stat_result, scope, status_code: int = 200):
         response = super().file_response(full_path, stat_result, scope, status_code)
         response.headers.update(_REVALIDATE)

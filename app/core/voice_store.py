@@ -30,6 +30,8 @@ from app.engines.base import SpeechEngine, VoiceRejected
 
 log = logging.getLogger(__name__)
 
+_READINESS_KEY = "ready-probe"  # an object that need not exist: asking for it shows the storage answers
+
 
 @dataclass(frozen=True)
 class Upload:
@@ -100,6 +102,8 @@ class Voices:
         # shared library's cloned voices belong to nobody's key
         self.shared = settings.api_keys_file is None
         self._storage_threads = ThreadPoolExecutor(8, thread_name_prefix="storage")
+        self._probe_thread = ThreadPoolExecutor(1, thread_name_prefix="storage-probe")
+        self._probe: asyncio.Future | None = None
 
     async def _run(self, user: VoiceName | None, fn, *args):
         """Library calls in a thread; storage calls in threads of their own, so a slow bucket starves nothing."""
@@ -131,10 +135,12 @@ class Voices:
                 if user_only:
                     raise
                 not_theirs = exc
-        voice = await self._run(None, self.library.get, name)
-        if not voice.builtin and not self.shared:
-            raise not_theirs or NotFound("voice", f"no voice {name!r}")
-        return voice
+        if self.shared:
+            return await self._run(None, self.library.get, name)
+        # with API keys only the built-ins: a shared voice's name (or that it cannot be used) is not told
+        if name not in self.library.builtin_ids():
+            raise not_theirs or NotFound("voice", f"no voice named {name!r}")
+        return await self._run(None, self.library.get, name)
 
     async def names(self, user: VoiceName | None = None) -> list[str]:
         """The cloned voices: the user's own with a user, else the shared library's."""
@@ -181,5 +187,22 @@ class Voices:
     async def delete(self, name: VoiceName, user: VoiceName | None = None) -> None:
         await self._run(user, self.store(user).delete, name)
 
+    async def storage_problem(self, timeout: float) -> str | None:
+        """None when the storage answers within ``timeout`` (asked for an object that need not exist), else why
+        not. One probe at a time, in a thread of its own: a hanging bucket never holds the threads requests need,
+        however often readiness is asked."""
+        if self._probe is None or self._probe.done():
+            run = asyncio.get_running_loop().run_in_executor
+            self._probe = run(self._probe_thread, self.users.storage.exists, _READINESS_KEY)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._probe), timeout)
+        except TimeoutError:
+            return f"no answer within {timeout:g} s"
+        except (StorageFailure, StorageUnavailable) as exc:
+            self._synthesizer.observer.storage_failed(exc)
+            return exc.problem
+        return None
+
     def shutdown(self) -> None:
         self._storage_threads.shutdown(wait=False, cancel_futures=True)
+        self._probe_thread.shutdown(wait=False, cancel_futures=True)
