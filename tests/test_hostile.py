@@ -348,6 +348,7 @@ def test_bodies_in_flight_share_a_memory_budget(tmp_path, server_logs):
             answers.append(sock.recv(4096))
             sock.close()
         assert answers[2].startswith(b"HTTP/1.1 503") and b"COSYVOICE_MAX_BUFFERED_MB" in answers[2], answers[2]
+        assert b"retry-after: 1\r\n" in answers[2].lower()
         assert all(a.startswith(b"HTTP/1.1 408") for a in answers[:2]), answers[:2]
         # the budget is given back: a large body is read again
         response = httpx.post(f"{url}/upload_audio", files={"file": ("a.wav", b"\0" * 900_000)}, timeout=10)

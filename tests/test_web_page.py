@@ -200,7 +200,7 @@ def test_prompt_check_names_every_problem(http, male_prompt):
     assert silent["peak"] == 0 and silent["speech_seconds"] == 0
     assert len(silent["problems"]) == 1 and "silent" in silent["problems"][0]
     short = check(http, wav(speech[RATE : RATE + RATE // 2], RATE))
-    assert len(short["problems"]) == 1 and short["problems"][0].startswith("Only 0.")
+    assert len(short["problems"]) == 1 and short["problems"][0].startswith("only 0.")
     assert "at least 1 s of speech" in short["problems"][0]
     clipped = check(http, wav(np.clip(speech * 4, -1, 1), RATE))
     assert len(clipped["problems"]) == 1 and "clipped" in clipped["problems"][0]
@@ -308,7 +308,7 @@ def test_the_page_speaks_clones_and_deletes(server, http, browser, male_prompt, 
     assert "silent" in page.inner_text("#problems")
     page.set_input_files("#clone-file", str(short))
     state = view.wait("state.report !== null && state.report.speech_seconds > 0")
-    assert state["problems"][0].startswith("Only 0.")
+    assert state["problems"][0].startswith("only 0.")
     assert page.inner_text("#problems") == state["problems"][0]
     assert http.get("/get_available_spks").json()["cloned"] == []
 

@@ -25,8 +25,8 @@ class DoorError(HTTPException):
 
     An HTTPException, because FastAPI turns anything else raised while it reads a body into a 400."""
 
-    def __init__(self, status: int, code: str, message: str, param: str | None = None):
-        super().__init__(status, message)
+    def __init__(self, status: int, code: str, message: str, param: str | None = None, headers=None):
+        super().__init__(status, message, headers)
         self.status, self.code, self.message, self.param = status, code, message, param
 
 
@@ -56,6 +56,8 @@ def add_headers(exc: Exception, response: Response) -> None:
         response.headers["retry-after"] = str(exc.retry_after)
     elif isinstance(exc, Unauthenticated):
         response.headers["www-authenticate"] = "Bearer"
+    elif isinstance(exc, DoorError) and exc.headers:
+        response.headers.update(exc.headers)
 
 
 def install_error_handlers(app: FastAPI, doors: list[tuple[str, Render]], default: Render) -> Callable[[str], Render]:

@@ -61,7 +61,7 @@ class RequestLimits:
             if self.buffered > self.buffered_limit:
                 self.rejected("body_budget")
                 held = f"{self.buffered_limit / MB:g} MB of request bodies are held already (COSYVOICE_MAX_BUFFERED_MB)"
-                raise DoorError(503, "busy", f"body: {held}; retry shortly")
+                raise DoorError(503, "busy", f"body: {held}; retry shortly", headers={"retry-after": "1"})
             return event
 
         async def closing_send(message):

@@ -73,24 +73,49 @@ class PromptAudio:
     wideband: np.ndarray
 
 
-def prepare_prompt(data: bytes, param: str, min_seconds: float, max_seconds: float) -> PromptAudio:
+@dataclass(frozen=True)
+class PromptSound:
+    """A prompt's audio as cloning decodes it (24 kHz mono), and what keeps it from making a voice."""
+
+    seconds: float
+    peak: float  # the largest absolute sample, 1.0 = full scale
+    speech: np.ndarray  # from its first to its last sound; empty when silent
+    problems: list[str]  # in the order cloning meets them: it refuses the first
+
+    @property
+    def speech_seconds(self) -> float:
+        return self.speech.size / WIDE_RATE
+
+
+def examine_prompt(data: bytes, param: str, min_seconds: float, max_seconds: float) -> PromptSound:
+    """Decode a prompt and find all its problems; audio that cannot be decoded raises ``Invalid(param)``."""
     audio = decode_to_mono(data, param, rate=WIDE_RATE, max_seconds=max_seconds)
-    if not np.isfinite(audio).all():
-        raise Invalid(param, "the audio contains NaN or infinite samples")
+    problems = []
+    finite = np.isfinite(audio)
+    if not finite.all():
+        problems.append("the audio contains NaN or infinite samples")
+        audio = np.where(finite, audio, 0.0).astype(np.float32)
     if audio.size > max_seconds * WIDE_RATE:
-        raise Invalid(param, f"the audio is longer than {max_seconds:g} s; send a shorter prompt")
+        problems.append(f"the audio is longer than {max_seconds:g} s; send a shorter prompt")
     peak = float(np.max(np.abs(audio)))
+    speech = audio[:0] if peak < _SILENCE_PEAK else _trim_silence(audio, WIDE_RATE)
     if peak < _SILENCE_PEAK:
-        raise Invalid(param, "the audio is silent")
-    speech = _trim_silence(audio, WIDE_RATE)
-    seconds = speech.size / WIDE_RATE
-    if seconds < min_seconds:
-        raise Invalid(param, f"only {seconds:.2f} s of sound; a prompt needs at least {min_seconds:g} s of speech")
-    speech = speech * (_PEAK_TARGET / max(peak, _PEAK_TARGET))
+        problems.append("the audio is silent (nothing in it is louder than -60 dBFS)")
+    elif speech.size < min_seconds * WIDE_RATE:
+        seconds = speech.size / WIDE_RATE
+        problems.append(f"only {seconds:.2f} s of sound; a prompt needs at least {min_seconds:g} s of speech")
+    return PromptSound(audio.size / WIDE_RATE, peak, speech, problems)
+
+
+def prepare_prompt(data: bytes, param: str, min_seconds: float, max_seconds: float) -> PromptAudio:
+    sound = examine_prompt(data, param, min_seconds, max_seconds)
+    if sound.problems:
+        raise Invalid(param, sound.problems[0])
+    speech = sound.speech * (_PEAK_TARGET / max(sound.peak, _PEAK_TARGET))
     tail = min(int(0.2 * WIDE_RATE), int(max_seconds * WIDE_RATE) - speech.size)  # the whole within the limit
     wide = np.concatenate([speech, np.zeros(max(tail, 0))]).astype(np.float32)
     narrow = soxr.resample(wide, WIDE_RATE, PROMPT_RATE).astype(np.float32, copy=False)
-    return PromptAudio(narrow, seconds, wide)
+    return PromptAudio(narrow, sound.speech_seconds, wide)
 
 
 def to_int16(chunk: np.ndarray) -> np.ndarray:
