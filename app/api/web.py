@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from starlette.staticfiles import StaticFiles
 
 from app.api.bodies import SafeBodyRoute
@@ -21,7 +21,7 @@ from app.api.deps import Speech, caller_user
 from app.api.errors import field_names
 from app.api.fields import NotABool
 from app.api.responses import AudioResponse
-from app.api.seed.models import ERRORS, MODE_NAMES
+from app.api.seed.models import ERRORS, MODE_NAMES, ModeName
 from app.core.formats import FORMATS, AudioOutput
 from app.core.prompt_check import check_prompt
 from app.core.speech import SPEEDS, SpeechRequest, VoiceRef
@@ -51,19 +51,12 @@ class SpeakBody(BaseModel):
 
     text: str = Field(description="what to say")
     voice: str = Field("", description="a built-in or cloned voice (GET /get_available_spks)")
-    mode: Annotated[Mode, WithJsonSchema({"type": "string", "enum": list(MODE_NAMES)})] = Field(
+    mode: Annotated[ModeName, WithJsonSchema({"type": "string", "enum": list(MODE_NAMES)})] = Field(
         Mode.SFT, description="sft, zero_shot, cross_lingual or instruct, or the seed's Chinese names of them"
     )
     instruction: str = Field("", description="how to speak, for instruct (自然语言控制)")
     speed: Annotated[float, NotABool] = Field(1.0, ge=SPEEDS[0], le=SPEEDS[1])
     format: Format = "mp3"
-
-    @field_validator("mode", mode="before")
-    @classmethod
-    def _mode_name(cls, value):
-        if isinstance(value, str) and value.strip() in MODE_NAMES:
-            return MODE_NAMES[value.strip()]
-        raise ValueError(f"unknown mode {value!r}; use sft, zero_shot, cross_lingual or instruct")
 
 
 class PromptCheck(BaseModel):

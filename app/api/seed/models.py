@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 
 from app.api.fields import NotABool
 from app.engines.base import Mode
@@ -17,6 +17,16 @@ MODE_NAMES = {
     "pretrained": Mode.SFT,
     "clone": Mode.ZERO_SHOT,
 }
+
+
+def _mode_named(value):
+    if isinstance(value, str) and value.strip() in MODE_NAMES:
+        return MODE_NAMES[value.strip()]
+    raise ValueError(f"unknown mode {value!r}; use one of {', '.join(list(MODE_NAMES)[:4])} (or sft, zero_shot, ...)")
+
+
+# a mode by any of its names (the web page's body takes them too)
+ModeName = Annotated[Mode, BeforeValidator(_mode_named)]
 
 
 class SeedErrorDetail(BaseModel):
@@ -67,7 +77,7 @@ class InstructBody(SynthesisBody):
 class GenerateBody(SynthesisBody):
     """The seed's /generate_audio: JSON (as its Flask original read) or form fields."""
 
-    mode: Mode
+    mode: ModeName
     spk_id: str = ""
     prompt_text: str = ""
     instruct_text: str = ""
@@ -76,15 +86,6 @@ class GenerateBody(SynthesisBody):
     spk_customize: str = "无"
     prompt_speech_16k: str = ""
     exp_name: str = ""
-
-    @field_validator("mode", mode="before")
-    @classmethod
-    def _mode_name(cls, value):
-        if isinstance(value, str) and value.strip() in MODE_NAMES:
-            return MODE_NAMES[value.strip()]
-        raise ValueError(
-            f"unknown mode {value!r}; use one of {', '.join(list(MODE_NAMES)[:4])} (or sft, zero_shot, ...)"
-        )
 
 
 class CloneBody(Body):
