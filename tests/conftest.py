@@ -159,10 +159,16 @@ def cv(cv_settings):
         yield client
 
 
-def last_engine_seconds(app, timeout: float = 10.0) -> float:
-    """Seconds of audio the engine made for the last request, once its stream is recorded as finished."""
+def last_record(app, timeout: float = 10.0):
+    """The last stream's record, once every stream started is recorded as finished (a stream's worker ends, and
+    is recorded, just after its response's last byte)."""
     synth, deadline = app.state.speech.synthesizer, time.monotonic() + timeout
     while synth.stats.completed + synth.stats.cancelled + synth.stats.failed < synth.stats.started:
         assert time.monotonic() < deadline, "the last stream was never recorded as finished"
         time.sleep(0.01)
-    return synth.recent[-1].samples / app.state.speech.engine.sample_rate
+    return synth.recent[-1]
+
+
+def last_engine_seconds(app, timeout: float = 10.0) -> float:
+    """Seconds of audio the engine made for the last request, once its stream is recorded as finished."""
+    return last_record(app, timeout).samples / app.state.speech.engine.sample_rate

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.audio_utils import decode
-from tests.conftest import EN_PROMPT, clone, error_of, live_server
+from tests.conftest import EN_PROMPT, clone, error_of, last_record, live_server
 from tests.test_cosyvoice import RATE, TEXT, TWO_SENTENCES, audio
 
 
@@ -52,7 +52,7 @@ def test_long_text_is_spoken_sentence_by_sentence(cv, male_prompt, lane):
         lane.generation == 3
     )
     audio(cv.post("/tts", json={"tts_text": TWO_SENTENCES, "spk_id": "中文女", "stream": False}))
-    record = cv.app.state.speech.synthesizer.recent[-1]
+    record = last_record(cv.app)
     assert record.outcome == "completed" and 0 < record.first_chunk_samples < record.samples
 
 
@@ -69,7 +69,7 @@ def test_concurrent_streams_keep_their_own_state(cv_settings, male_prompt):
             return decode(httpx.post(f"{url}/generate_audio", json=body, timeout=300).content)
 
         stream(0)
-        first = synth.recent[-1]
+        first = last_record(app)
         most_at_once = 0
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             futures = [pool.submit(stream, seed) for seed in (1, 2, 3)]
@@ -80,7 +80,7 @@ def test_concurrent_streams_keep_their_own_state(cv_settings, male_prompt):
             decoded = future.result()
             assert decoded.rate == RATE and decoded.seconds > 0.5 and np.isfinite(decoded.samples).all()
         stream(0)
-        last = synth.recent[-1]
+        last = last_record(app)
         assert most_at_once == 3
         assert [r.outcome for r in synth.recent] == ["completed"] * 5
         assert first.samples > first.first_chunk_samples  # it really streamed in several chunks
@@ -126,11 +126,10 @@ def test_a_dying_llm_thread_is_a_json_error_naming_the_cause(cv, monkeypatch, ca
 
 
 def test_the_seed_endpoints_stream_from_the_engine_by_default(cv):
-    synth = cv.app.state.speech.synthesizer
     for stream, several_chunks in ((None, True), (False, False)):
         body = {"tts_text": TEXT, "spk_id": "中文女"} | ({} if stream is None else {"stream": stream})
         audio(cv.post("/tts", json=body))
-        record = synth.recent[-1]
+        record = last_record(cv.app)
         assert (record.first_chunk_samples < record.samples) == several_chunks, (stream, record)
 
 

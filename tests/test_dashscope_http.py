@@ -14,7 +14,7 @@ import requests
 from dashscope.audio.tts_v2 import AudioFormat, SpeechSynthesizer, VoiceEnrollmentException, VoiceEnrollmentService
 
 from tests.audio_utils import decode, decode_pcm
-from tests.conftest import EN_PROMPT, last_engine_seconds, live_server
+from tests.conftest import EN_PROMPT, last_engine_seconds, last_record, live_server
 from tests.test_streaming import long_settings
 
 dashscope.api_key = "not-checked"
@@ -63,6 +63,7 @@ def test_events_carry_each_sentences_audio_as_it_is_made(served):
     assert {p.sentences[-1]["index"] for p in parts[:-1]} == {0, 1}
     joined = b"".join(p.audio_data for p in parts[:-1])
     assert final.audio_data == joined and requests.get(final.audio_url, timeout=30).content == joined
+    last_record(app)  # every stream recorded
     assert abs(decode(joined).seconds - app.state.speech.synthesizer.stats.audio_seconds) < 0.1
 
 

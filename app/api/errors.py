@@ -56,7 +56,7 @@ def add_headers(exc: Exception, response: Response) -> None:
         response.headers["retry-after"] = str(exc.retry_after)
     elif isinstance(exc, Unauthenticated):
         response.headers["www-authenticate"] = "Bearer"
-    elif isinstance(exc, DoorError) and exc.headers:
+    elif isinstance(exc, HTTPException) and exc.headers:  # e.g. a 405's Allow
         response.headers.update(exc.headers)
 
 

@@ -121,7 +121,7 @@ class _PageFiles(StaticFiles):
     (a module script served as text/plain does not run)."""
 
     def lookup_path(self, path: str):
-        if path.strip("/") == INDEX.name:  # the page only at / (with its security headers)
+        if path.strip("/").casefold() == INDEX.name:  # the page only at / (with its security headers)
             return "", None
         return super().lookup_path(path)
 

@@ -101,8 +101,7 @@ def examine_prompt(data: bytes, param: str, min_seconds: float, max_seconds: flo
     speech = audio[:0] if peak < _SILENCE_PEAK else _trim_silence(audio, WIDE_RATE)
     if peak < _SILENCE_PEAK:
         problems.append("the audio is silent (nothing in it is louder than -60 dBFS)")
-    elif speech.size < min_seconds * WIDE_RATE:
-        seconds = speech.size / WIDE_RATE
+    elif (seconds := speech.size / WIDE_RATE) < min_seconds:
         problems.append(f"only {seconds:.2f} s of sound; a prompt needs at least {min_seconds:g} s of speech")
     return PromptSound(audio.size / WIDE_RATE, peak, speech, problems)
 

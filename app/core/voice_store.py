@@ -194,14 +194,20 @@ class Voices:
         if self._probe is None or self._probe.done():
             run = asyncio.get_running_loop().run_in_executor
             self._probe = run(self._probe_thread, self.users.storage.exists, _READINESS_KEY)
+            self._probe.add_done_callback(self._probe_ended)
         try:
             await asyncio.wait_for(asyncio.shield(self._probe), timeout)
         except TimeoutError:
             return f"no answer within {timeout:g} s"
         except (StorageFailure, StorageUnavailable) as exc:
-            self._synthesizer.observer.storage_failed(exc)
             return exc.problem
         return None
+
+    def _probe_ended(self, probe: asyncio.Future) -> None:
+        """Each probe's failure counted once, and retrieved even when every caller stopped waiting for it."""
+        error = None if probe.cancelled() else probe.exception()
+        if isinstance(error, StorageFailure | StorageUnavailable):
+            self._synthesizer.observer.storage_failed(error)
 
     def shutdown(self) -> None:
         self._storage_threads.shutdown(wait=False, cancel_futures=True)
