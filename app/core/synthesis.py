@@ -69,7 +69,8 @@ class AudioStream:
         self.first_chunk_at: float | None = None
         self.first_chunk_samples = 0
         # the engine may watch the same event to stop its work early, not only at its next chunk
-        self.done = synthesizer.submit(self._work, dataclasses.replace(request, cancelled=self._cancelled), encoder)
+        request = dataclasses.replace(request, cancelled=self._cancelled)
+        self.done = synthesizer.submit(self._work, request, encoder, ended=lambda done: synthesizer.record(self, done))
 
     # -- worker thread --------------------------------------------------------------------
     def _work(self, request: SynthesisRequest, encoder: Encoder) -> str:
@@ -251,14 +252,21 @@ class Synthesizer:
             self.waiting -= 1
         self.active += 1
 
-    def submit(self, fn: Callable, *args) -> asyncio.Future:
-        """Run ``fn`` in an engine thread; the slot taken by ``acquire`` is freed when it ends."""
+    def submit(self, fn: Callable, *args, ended: Callable[[asyncio.Future], None] | None = None) -> asyncio.Future:
+        """Run ``fn`` in an engine thread; when it ends, ``ended`` is called, then the slot taken by ``acquire`` is
+        freed (so a free slot means its work is fully accounted for)."""
         future = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-        future.add_done_callback(functools.partial(self._release, time.monotonic()))
+        future.add_done_callback(functools.partial(self._release, time.monotonic(), ended))
         return future
 
-    def _release(self, started: float, _future) -> None:
-        held = time.monotonic() - started
+    def _release(self, started: float, ended, future) -> None:
+        try:
+            if ended is not None:
+                ended(future)
+        finally:
+            self._free(time.monotonic() - started)
+
+    def _free(self, held: float) -> None:
         self.hold_seconds = held if self.hold_seconds is None else 0.8 * self.hold_seconds + 0.2 * held
         self.active -= 1
         self._slots.release()
@@ -289,12 +297,12 @@ class Synthesizer:
         stream = AudioStream(self, request, encoder)
         self.stats.started += 1
         self._open.add(stream)
-        stream.done.add_done_callback(lambda future: self._record(stream, future))
         if is_disconnected is not None:
             stream.watch(is_disconnected)
         return stream
 
-    def _record(self, stream: AudioStream, future: asyncio.Future) -> None:
+    def record(self, stream: AudioStream, future: asyncio.Future) -> None:
+        """What a finished stream did: counted, kept in ``recent``, told to the observer."""
         self._open.discard(stream)
         outcome = "failed" if future.cancelled() or future.exception() else future.result()
         setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
