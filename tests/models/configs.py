@@ -43,8 +43,8 @@ QWEN_VOCAB = 151936  # Qwen2's embedding table; the tokenizer puts <|endofprompt
 TINY = Sizes(
     qwen_hidden=64, qwen_layers=2, qwen_heads=4, qwen_kv_heads=2, qwen_ffn=128,
     flow_blocks=1, flow_heads=4, flow_ffn=256,
-    cfm_channels=64, cfm_blocks=1, cfm_mid_blocks=1, cfm_heads=2, cfm_head_dim=32,
-    lookahead_channels=64, dit_dim=64, dit_depth=1, dit_heads=2, dit_head_dim=32,
+    cfm_channels=64, cfm_blocks=1, cfm_mid_blocks=2, cfm_heads=2, cfm_head_dim=32,
+    lookahead_channels=64, dit_dim=64, dit_depth=2, dit_heads=2, dit_head_dim=32,
     hift_channels=16, f0_channels=16,
 )  # fmt: skip
 
@@ -69,6 +69,9 @@ spk_embed_dim: 192
 qwen_pretrain_path: ''
 token_frame_rate: 25
 token_mel_ratio: 2
+# streaming: the flow's chunk in speech tokens, and every chunk to its left in view (upstream's configs)
+chunk_size: 25
+num_decoding_left_chunks: -1
 
 llm: !new:cosyvoice.llm.llm.{llm_class}
     llm_input_size: !ref <llm_input_size>
@@ -133,7 +136,7 @@ flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithXvec
         input_size: 512
         use_cnn_module: False
         macaron_style: False
-        use_dynamic_chunk: True
+        static_chunk_size: !ref <chunk_size>
 {cfm}        estimator: !new:cosyvoice.flow.decoder.CausalConditionalDecoder
             in_channels: 320
             out_channels: 80
@@ -144,8 +147,8 @@ flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithXvec
             num_mid_blocks: {cfm_mid_blocks}
             num_heads: {cfm_heads}
             act_fn: 'gelu'
-            static_chunk_size: !ref <token_frame_rate> * <token_mel_ratio>
-            num_decoding_left_chunks: 2
+            static_chunk_size: !ref <chunk_size> * <token_mel_ratio>
+            num_decoding_left_chunks: !ref <num_decoding_left_chunks>
 """
 
 _FLOW3 = """\
@@ -165,8 +168,8 @@ flow: !new:cosyvoice.flow.flow.CausalMaskedDiffWithDiT
             mu_dim: 80
             spk_dim: 80
             out_channels: 80
-            static_chunk_size: !ref <token_frame_rate> * <token_mel_ratio>
-            num_decoding_left_chunks: -1
+            static_chunk_size: !ref <chunk_size> * <token_mel_ratio>
+            num_decoding_left_chunks: !ref <num_decoding_left_chunks>
 """
 
 _HIFT = """\

@@ -1,0 +1,101 @@
+"""The state a chunked pass keeps between chunks: attention keys and values, and convolution tails.
+
+A chunk of new frames attends to every frame before it (upstream's models stream with all left chunks
+in view) and each causal convolution reads a few frames before the chunk. Keeping exactly those makes a
+chunk's work depend on the chunk's size, not on how much audio came before it, except for the attention
+scores themselves (one dot product per new frame and earlier frame).
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+class KeyValues:
+    """Keys and values of one attention layer, grown in place (capacity doubles: no copy per chunk)."""
+
+    def __init__(self):
+        self._keys: torch.Tensor | None = None
+        self._values: torch.Tensor | None = None
+        self.length = 0
+
+    def extend(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append (batch, heads, frames, dim) keys and values; return all of them so far."""
+        end = self.length + keys.shape[2]
+        if self._keys is None or end > self._keys.shape[2]:
+            self._grow(keys, max(end, 2 * self.length))
+        self._keys[:, :, self.length : end] = keys
+        self._values[:, :, self.length : end] = values
+        self.length = end
+        return self._keys[:, :, :end], self._values[:, :, :end]
+
+    def _grow(self, like: torch.Tensor, capacity: int) -> None:
+        shape = (*like.shape[:2], capacity, like.shape[3])
+        keys, values = like.new_empty(shape), like.new_empty(shape)
+        if self._keys is not None:
+            keys[:, :, : self.length] = self._keys[:, :, : self.length]
+            values[:, :, : self.length] = self._values[:, :, : self.length]
+        self._keys, self._values = keys, values
+
+    def copy(self) -> "KeyValues":
+        """An independent copy holding exactly what is stored (for a request starting from a shared prefix)."""
+        other = KeyValues()
+        if self._keys is not None:
+            other._keys = self._keys[:, :, : self.length].clone()
+            other._values = self._values[:, :, : self.length].clone()
+            other.length = self.length
+        return other
+
+    def nbytes(self) -> int:
+        if self._keys is None:
+            return 0
+        return 2 * self._keys[:, :, : self.length].numel() * self._keys.element_size()
+
+
+class ChunkState:
+    """Everything one chunked pass keeps, by name: key/value stores and convolution tails."""
+
+    def __init__(self):
+        self.attention: dict[str, KeyValues] = {}
+        self.tails: dict[str, torch.Tensor] = {}
+
+    def keys_values(self, name: str) -> KeyValues:
+        store = self.attention.get(name)
+        if store is None:
+            store = self.attention[name] = KeyValues()
+        return store
+
+    def causal(self, name: str, x: torch.Tensor, context: int) -> torch.Tensor:
+        """``x`` (batch, channels, frames) with the ``context`` frames before it in front (zeros at the start),
+        and those of the result kept for the next chunk."""
+        if context == 0:
+            return x
+        tail = self.tails.get(name)
+        if tail is None:
+            tail = x.new_zeros(*x.shape[:2], context)
+        joined = torch.cat([tail, x], dim=2)
+        self.tails[name] = joined[:, :, -context:]
+        return joined
+
+    def copy(self) -> "ChunkState":
+        other = ChunkState()
+        other.attention = {name: store.copy() for name, store in self.attention.items()}
+        other.tails = dict(self.tails)  # tensors are replaced, never written in place
+        return other
+
+    def nbytes(self) -> int:
+        tails = sum(t.numel() * t.element_size() for t in self.tails.values())
+        return tails + sum(store.nbytes() for store in self.attention.values())
+
+
+def causal_conv(state: ChunkState, name: str, conv: torch.nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """A left-padded (causal) convolution over a chunk, as over the whole sequence."""
+    context = (conv.kernel_size[0] - 1) * conv.dilation[0]
+    joined = state.causal(name, x, context)
+    return F.conv1d(joined, conv.weight, conv.bias, conv.stride, 0, conv.dilation, conv.groups)
+
+
+def chunk_mask(start: int, length: int, chunk: int, device) -> torch.Tensor:
+    """(length, start + length) booleans: a new frame sees every earlier frame and its own chunk."""
+    rows = torch.arange(start, start + length, device=device)
+    ends = (rows // chunk + 1) * chunk
+    return torch.arange(start + length, device=device)[None, :] < ends[:, None]
