@@ -1,0 +1,263 @@
+"""One sentence through the two stages: the LLM stage in a thread of its own, token-to-wave as tokens arrive.
+
+Streaming follows upstream's chunk schedule (``CosyVoice2Model.tts(stream=True)``): the first chunk is
+``first_hop`` tokens plus what aligns the prompt and the chunk with the model's 25-token chunks, each
+next chunk twice the last up to ``max_hop``, and every chunk but the last waits for the look-ahead tokens
+after it. The token-to-wave stage waits on the LLM stage's ``TokenStream`` (no polling) and runs each
+chunk through the chunked flow (``flow.py``: bounded work per chunk, a voice's prompt run once and kept in
+``PromptCache``) and a vocoder that keeps what it needs (``vocoder.py``). Not streaming is upstream's
+non-streaming path: the whole utterance through the flow with full attention, then the vocoder.
+"""
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from app.engines.cosyvoice.flow import ChunkedFlow, FlowPrefix, chunkable
+from app.engines.cosyvoice.llm import LMInput, SpeechLM, TokenStream
+from app.engines.cosyvoice.vocoder import HiftV2, HiftV3
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """What the two stages need for one sentence."""
+
+    lm: LMInput
+    prompt_tokens: torch.Tensor  # (1, p) the voice's speech tokens for the flow (may be empty)
+    prompt_feat: torch.Tensor  # (1, 2p, 80) the voice's mel
+    embedding: torch.Tensor  # (1, 192) the voice's speaker embedding for the flow
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    first_hop: int = 25  # speech tokens in the first chunk (a multiple of the model's chunk, 25)
+    max_hop: int = 100  # chunks double up to this many tokens
+    # the last chunk: "full" as upstream (its non-streaming flow over the whole utterance, O(utterance)),
+    # or "chunked" (the streaming flow, like every other chunk; differs from upstream's in that chunk)
+    tail: str = "full"
+    prompt_cache_bytes: int = 2 << 30  # voices' flow prefixes kept, least recently used dropped first
+
+
+class PromptCache:
+    """Voices' flow prefixes by content (a voice restored from storage finds its prefix), bounded in bytes."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self._entries: OrderedDict[str, FlowPrefix] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key: str) -> FlowPrefix | None:
+        with self._lock:
+            prefix = self._entries.get(key)
+            if prefix is None:
+                self.misses += 1
+                return None
+            self.hits += 1
+            self._entries.move_to_end(key)
+            return prefix
+
+    def put(self, key: str, prefix: FlowPrefix) -> None:
+        size = prefix.nbytes()
+        with self._lock:
+            if key in self._entries or size > self.budget:
+                return
+            self._entries[key] = prefix
+            self._bytes += size
+            while self._bytes > self.budget:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= dropped.nbytes()
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+
+def _fingerprint(*tensors: torch.Tensor) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for tensor in tensors:
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class Pipeline:
+    """Upstream's loaded ``CosyVoice2Model`` / ``CosyVoice3Model`` modules, driven by this service's loop."""
+
+    def __init__(self, model, options: StreamOptions, fp16: bool = False, unchunked: str | None = None):
+        chunk = model.flow.decoder.estimator.static_chunk_size // model.flow.token_mel_ratio
+        for name in ("first_hop", "max_hop"):
+            hop = getattr(options, name)
+            if hop <= 0 or hop % max(chunk, 1):
+                raise ValueError(f"the stream's {name} ({hop} tokens) is not a multiple of the model's chunk ({chunk})")
+        if options.max_hop < options.first_hop:
+            raise ValueError("the stream's max_hop must be at least its first_hop")
+        if options.tail not in ("full", "chunked"):
+            raise ValueError(f"the stream's tail is 'full' or 'chunked', not {options.tail!r}")
+        self.options, self.chunk = options, chunk
+        self.flow, self.hift = model.flow, model.hift
+        self.fp16 = fp16 and torch.cuda.is_available()
+        self.lm = SpeechLM(model.llm, list(getattr(model, "silent_tokens", [])), fp16)
+        self.causal_vocoder = hasattr(model.hift, "conv_pre_look_right")  # CosyVoice3's CausalHiFTGenerator
+        self.unchunked = unchunked or chunkable(model.flow)
+        self.chunked = None if self.unchunked else ChunkedFlow(model.flow)
+        if self.unchunked:
+            log.warning("the flow streams as upstream does (each chunk over everything before it): %s", self.unchunked)
+        self.prompts = PromptCache(options.prompt_cache_bytes)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.flow.parameters()).device
+
+    # -- voices ------------------------------------------------------------------------------------------
+    def prefix(self, utterance: Utterance) -> FlowPrefix:
+        """A copy of the voice's flow prefix (its prompt's whole chunks run once, then kept)."""
+        tokens = self.chunked.prefix_tokens(utterance.prompt_tokens.shape[1])
+        if tokens == 0:
+            return FlowPrefix(0)
+        prompt = utterance.prompt_tokens[:, : tokens + self.chunked.lookahead].to(self.device)
+        feat = utterance.prompt_feat[:, : tokens * self.chunked.ratio].to(self.device)
+        embedding = utterance.embedding.to(self.device)
+        key = _fingerprint(prompt, feat, embedding)
+        prefix = self.prompts.get(key)
+        if prefix is None:
+            prefix = FlowPrefix(0)
+            with torch.autocast("cuda", enabled=self.fp16):
+                cond = feat.transpose(1, 2).to(embedding.dtype)
+                self.chunked.run(prefix, prompt[:, :tokens], prompt[:, tokens:], cond, self.chunked.speaker(embedding))
+            self.prompts.put(key, prefix)
+        return prefix.copy()
+
+    def warm(self, utterance: Utterance) -> None:
+        """Run a new voice's prompt into the cache now (when it is made), not at its first request."""
+        if self.chunked is not None:
+            self.prefix(utterance)
+
+    # -- speech ------------------------------------------------------------------------------------------
+    def speak(
+        self, utterance: Utterance, seed: int, stream: bool, speed: float = 1.0, cancelled: Callable[[], bool] = bool
+    ) -> Iterator[np.ndarray]:
+        tokens, stop = TokenStream(), threading.Event()
+        generator = torch.Generator().manual_seed(seed)
+        thread = threading.Thread(
+            target=self.lm.run, args=(utterance.lm, generator, tokens, lambda: stop.is_set() or cancelled()),
+            name="cosyvoice-llm", daemon=True,
+        )  # fmt: skip
+        thread.start()
+        try:
+            vocoder = HiftV3(self.hift) if self.causal_vocoder else HiftV2(self.hift, self._generator(seed))
+            if stream:
+                chunks = self._stream(utterance, tokens, vocoder, cancelled)
+            else:
+                chunks = self._whole(utterance, tokens, vocoder, speed, cancelled)
+            for chunk in chunks:
+                yield chunk.reshape(-1).float().cpu().numpy()
+        finally:
+            stop.set()
+            thread.join()
+
+    def _generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def _stream(self, utterance: Utterance, tokens: TokenStream, vocoder, cancelled) -> Iterator[torch.Tensor]:
+        flow = _ChunkedStream(self, utterance) if self.chunked else _RecomputedStream(self.flow, utterance)
+        lookahead, hop, offset = self.flow.pre_lookahead_len, self.options.first_hop, 0
+        pad = -utterance.prompt_tokens.shape[1] % self.chunk  # the first chunk ends on a model chunk
+        while not cancelled():
+            this_hop = hop + pad if offset == 0 else hop
+            have, done = tokens.wait_for(offset + this_hop + lookahead)
+            if cancelled():
+                return
+            if len(have) < offset + this_hop + lookahead:
+                if len(have) > offset:
+                    yield self._vocode(vocoder, self._last_mel(flow, utterance, have, offset), finalize=True)
+                return
+            chunk, context = have[offset : offset + this_hop], have[offset + this_hop : offset + this_hop + lookahead]
+            with torch.autocast("cuda", enabled=self.fp16):
+                mel = flow(self._tensor(chunk), self._tensor(context))
+            yield self._vocode(vocoder, mel, finalize=False)
+            offset, hop = offset + this_hop, min(self.options.max_hop, hop * 2)
+
+    def _last_mel(self, flow, utterance: Utterance, have: list[int], offset: int) -> torch.Tensor:
+        with torch.autocast("cuda", enabled=self.fp16):
+            if self.options.tail == "chunked":
+                return flow(self._tensor(have[offset:]), None)
+            # upstream's streaming makes its last chunk with its non-streaming flow: every token again
+            mel = _upstream_flow(self.flow, self._tensor(have), utterance, streaming=False, finalize=True)
+            return mel[:, :, offset * self.flow.token_mel_ratio :]
+
+    def _tensor(self, tokens: list[int]) -> torch.Tensor:
+        return torch.tensor([tokens], dtype=torch.int32, device=self.device)
+
+    def _vocode(self, vocoder, mel: torch.Tensor, finalize: bool, speed: float = 1.0) -> torch.Tensor:
+        with torch.autocast("cuda", enabled=self.fp16 and self.causal_vocoder):  # as upstream's token2wav
+            return vocoder(mel, finalize=finalize, speed=speed)
+
+    def _whole(self, utterance: Utterance, tokens: TokenStream, vocoder, speed: float, cancelled):
+        have, _ = tokens.wait_for(float("inf"))
+        if not have or cancelled():
+            return
+        with torch.autocast("cuda", enabled=self.fp16):
+            mel = _upstream_flow(self.flow, self._tensor(have), utterance, streaming=False, finalize=True)
+        yield self._vocode(vocoder, mel, finalize=True, speed=speed)
+
+
+def _upstream_flow(flow, token: torch.Tensor, utterance: Utterance, streaming: bool, finalize: bool) -> torch.Tensor:
+    device = token.device
+
+    def length(t: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([t.shape[1]], dtype=torch.int32, device=device)
+
+    prompt, feat = utterance.prompt_tokens.to(device), utterance.prompt_feat.to(device)
+    mel, _ = flow.inference(
+        token=token, token_len=length(token), prompt_token=prompt, prompt_token_len=length(prompt),
+        prompt_feat=feat, prompt_feat_len=length(feat), embedding=utterance.embedding.to(device),
+        streaming=streaming, finalize=finalize,
+    )  # fmt: skip
+    return mel
+
+
+class _ChunkedStream:
+    """Token chunks to mel with the chunked flow, starting from the voice's cached prefix."""
+
+    def __init__(self, pipeline: Pipeline, utterance: Utterance):
+        self.chunked = pipeline.chunked
+        self.prefix = pipeline.prefix(utterance)
+        device = pipeline.device
+        self.prompt = utterance.prompt_tokens.to(device)
+        self.feat = utterance.prompt_feat.to(device)
+        self.spks = self.chunked.speaker(utterance.embedding.to(device))
+
+    def __call__(self, tokens: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        ratio, start = self.chunked.ratio, self.prefix.tokens
+        pending = self.prompt[:, start:]  # the prompt's tail, run with the first chunk
+        joined = torch.cat([pending.to(tokens.dtype), tokens], dim=1)
+        cond = torch.zeros(1, 80, joined.shape[1] * ratio, device=tokens.device, dtype=self.spks.dtype)
+        prompt_frames = self.feat[:, start * ratio :]
+        cond[:, :, : prompt_frames.shape[1]] = prompt_frames.transpose(1, 2)
+        mel = self.chunked.run(self.prefix, joined, context, cond, self.spks)
+        return mel[:, :, pending.shape[1] * ratio :]
+
+
+class _RecomputedStream:
+    """Upstream's own streaming flow: each chunk runs over the prompt and every token so far."""
+
+    def __init__(self, flow, utterance: Utterance):
+        self.flow, self.utterance = flow, utterance
+        self.tokens: torch.Tensor | None = None
+
+    def __call__(self, tokens: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        offset = 0 if self.tokens is None else self.tokens.shape[1]
+        self.tokens = tokens if self.tokens is None else torch.cat([self.tokens, tokens], dim=1)
+        token = self.tokens if context is None else torch.cat([self.tokens, context], dim=1)
+        mel = _upstream_flow(self.flow, token, self.utterance, streaming=True, finalize=context is None)
+        return mel[:, :, offset * self.flow.token_mel_ratio :]
