@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     load_trt: bool = False
     load_vllm: bool = False
     text_frontend: bool = True  # upstream's text normalisation (numbers, symbols) before synthesis
+    # CosyVoice streaming: speech tokens in the first chunk (a multiple of 25; each next chunk doubles, up to
+    # the max), how the last chunk is made ("full": upstream's, over the whole sentence; "chunked": like the
+    # others, bounded), and the memory for voices' prompts already run through the flow
+    stream_first_hop: int = Field(25, ge=25)
+    stream_max_hop: int = Field(100, ge=25)
+    stream_tail: Literal["full", "chunked"] = "full"
+    prompt_cache_mb: float = Field(2048.0, ge=0)
 
     max_upload_mb: float = Field(20.0, gt=0)
     max_buffered_mb: float = Field(100.0, gt=0)  # request bodies held at once, all requests together

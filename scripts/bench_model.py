@@ -1,175 +1,255 @@
-"""Benchmark the CosyVoice engine at full size: the service beside upstream's own path, in one run.
+"""Benchmark the CosyVoice engine at full size: the service beside upstream's own code, in one run.
 
 Builds (once, cached outside the project) randomly initialised models with the real shapes of
 CosyVoice2-0.5B and Fun-CosyVoice3-0.5B (tests/models: the same compute per token as the real weights;
 they stop at a realistic length, about 6 speech tokens per Chinese character, see tests/models/stopping.py)
 and measures, for each in a process of its own:
 
-- the service (uvicorn in this process, default settings): the engine's first chunk, HTTP first byte of
-  /tts and of /generate_audio stream "True", RTF at concurrency 1, 2 and 4, for /tts's default path
-  (engine streaming) and with stream=false (upstream's own path, through the service);
-- upstream's own non-streaming path (``inference_sft(stream=False)``, what upstream's runtime server
-  runs, one thread per request) on the same loaded model, at concurrency 1, 2 and 4;
-- peak RSS of each phase. Ratios (service / upstream) come from the same run.
+- parts: one LLM decode step (the engine's, without the text head, against upstream's
+  ``forward_one_step``); the cost of token-to-wave chunk k against k for a cloned voice, 50-token chunks,
+  the engine's chunked flow against upstream's ``token2wav`` (which runs the flow over everything so far);
+- the service over HTTP (uvicorn in this process, default settings): first byte of a built-in and a cloned
+  voice at concurrency 1 and 4; aggregate real-time factor at 1, 2 and 4, streaming (default) and not, and
+  streaming with ``COSYVOICE_STREAM_TAIL=chunked``;
+- upstream in this process, on the same loaded model: ``inference_*(stream=True)`` (the loop this service
+  ran before), first chunk of the same two voices at 1 and 4; ``inference_sft(stream=False)`` at 1, 2, 4;
+- upstream's runtime server (``runtime/python/fastapi/server.py``, started as its README says, in a process
+  of its own) at 1, 2 and 4.
 
-Usage: ``make bench-model`` or ``python scripts/bench_model.py --generations 2 3``. Prints; asserts nothing.
+Usage: ``make bench-model`` or ``python scripts/bench_model.py --generations 2 3 [--skip server]``. Prints;
+asserts nothing. On a GPU (CUDA available) the same phases run there; ``scripts/gpu_bench.sh`` is the
+device machine's entry point.
 """
 
 import argparse
-import concurrent.futures
+import dataclasses
+import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import CLIENT, http_run  # noqa: E402
+from engine_bench import SPEAKER, TEXT, V3_SYSTEM, chunk_costs, concurrently, llm_steps, upstream_run  # noqa: E402
 
 from app.config import Settings  # noqa: E402
-from app.engines.base import Mode, SynthesisRequest  # noqa: E402
 
-TEXT = "今天天气很好，我们一起去公园散步吧。"  # 18 characters, ~4.5 s of speech
-SPEAKER = "中文女"
 LEVELS = (1, 2, 4)
-SERVICE_PATHS = {"service /tts (default: engine streaming)": True, "service /tts stream=false": False}
-UPSTREAM = "upstream inference_sft(stream=False)"
+PHASES = ("parts", "service", "upstream", "server")
 
 
-class PeakRss:
-    """The process's largest resident set size while a phase runs (sampled every 50 ms)."""
-
-    def __init__(self):
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.05):
-            with open("/proc/self/status") as status:
-                kb = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
-            self.peak = max(self.peak, kb * 1024)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_):
-        self._stop.set()
-        self._thread.join()
-
-    def __str__(self) -> str:
-        return f"{self.peak / 2**30:.2f} GiB"
-
-
-def concurrently(n: int, job) -> tuple[float, list]:
-    """(wall seconds, results) of ``n`` copies of ``job`` started together."""
-    with concurrent.futures.ThreadPoolExecutor(n) as pool:
-        started = time.perf_counter()
-        results = list(pool.map(lambda _: job(), range(n)))
-    return time.perf_counter() - started, results
-
-
-def upstream_run(model, text: str) -> tuple[float, float]:
-    """(seconds until the whole utterance is there, audio seconds) of upstream's non-streaming SFT path."""
-    started = time.perf_counter()
-    samples = sum(out["tts_speech"].shape[1] for out in model.inference_sft(text, SPEAKER, stream=False))
-    return time.perf_counter() - started, samples / model.sample_rate
-
-
-def report_level(label: str, n: int, wall: float, firsts: list[float], audio: float) -> float:
+def line(label: str, n: int, wall: float, firsts: list[float], audio: float) -> float:
     rtf = wall / audio
-    print(f"  {label} x{n}: first bytes {', '.join(f'{f:.1f}' for f in firsts)} s; wall {wall:.1f} s "
-          f"for {audio:.1f} s of audio: aggregate RTF {rtf:.2f}")  # fmt: skip
+    print(f"  {label} x{n}: first {', '.join(f'{f:.1f}' for f in firsts)} s; wall {wall:.1f} s "
+          f"for {audio:.1f} s of audio: aggregate RTF {rtf:.2f}", flush=True)  # fmt: skip
     return rtf
 
 
-def measure(generation: int, source: Path | None) -> None:
+# -- parts ------------------------------------------------------------------------------------------
+def parts_phase(engine, voice: dict, figures: dict) -> None:
+    ours, theirs = llm_steps(engine)
+    figures["llm"] = (ours, theirs)
+    print(f"  LLM decode step: engine {ours:.0f} ms, upstream {theirs:.0f} ms ({theirs / ours - 1:+.0%})", flush=True)
+    prompt = voice["flow_prompt_speech_token"].shape[1]
+    print(f"  token-to-wave per chunk, cloned voice ({prompt} prompt tokens), 50-token chunks, 400 tokens:")
+    print("    chunk  engine (chunked last)  engine (upstream's whole last)  upstream token2wav")
+    rows = chunk_costs(engine, voice)
+    for k, (chunked, whole, upstream) in enumerate(rows):
+        print(f"    {k:5d}  {chunked:19.2f} s  {whole:29.2f} s  {upstream:16.2f} s")
+    totals = [sum(column) for column in zip(*rows, strict=True)]
+    print(f"    total  {totals[0]:19.2f} s  {totals[1]:29.2f} s  {totals[2]:16.2f} s", flush=True)
+
+
+# -- the service over HTTP --------------------------------------------------------------------------------
+def service_phase(url: str, app, figures: dict) -> None:
+    engine, synth = app.state.speech.engine, app.state.speech.synthesizer
+
+    def audio_of_last(n: int) -> float:
+        return sum(r.samples for r in list(synth.recent)[-n:]) / engine.sample_rate
+
+    for voice, spk in (("built-in", SPEAKER), ("cloned", "bench")):
+        for n in (1, 4):
+            wall, results = concurrently(n, lambda _, spk=spk: http_run(url, {"tts_text": TEXT, "spk_id": spk}))
+            firsts = sorted(r[0] for r in results)
+            figures[("service first", voice, n)] = firsts[len(firsts) // 2]
+            line(f"service /tts {voice}", n, wall, firsts, audio_of_last(n))
+    options = engine.pipeline.options
+    for label, stream, tail in (
+        ("streaming", True, "full"),
+        ("stream=false", False, "full"),
+        ("streaming, tail chunked", True, "chunked"),
+    ):
+        engine.pipeline.options = dataclasses.replace(options, tail=tail)
+        for n in LEVELS if tail == "full" else (1, 4):
+            body = {"tts_text": TEXT, "spk_id": SPEAKER, "stream": stream}
+            wall, results = concurrently(n, lambda _, body=body: http_run(url, body))
+            figures[("service rtf", label, n)] = line(
+                f"service /tts {label}", n, wall, [r[0] for r in results], audio_of_last(n)
+            )
+    engine.pipeline.options = options
+
+
+# -- upstream in this process -------------------------------------------------------------------------
+def upstream_phase(engine, voice: dict, figures: dict) -> None:
+    engine._model.frontend.spk2info["bench"] = dict(voice)
+    for voice_name, spk in (("built-in", SPEAKER), ("cloned", "bench")):
+        for n in (1, 4):
+            engine._model.model.token_hop_len = 25  # upstream grows it on the model object and never resets it
+            wall, results = concurrently(n, lambda _, spk=spk: upstream_run(engine, spk, True))
+            firsts = sorted(r[0] for r in results)
+            figures[("upstream first", voice_name, n)] = firsts[len(firsts) // 2]
+            line(f"upstream inference(stream=True) {voice_name}", n, wall, firsts, sum(r[1] for r in results))
+    for n in LEVELS:
+        wall, results = concurrently(n, lambda _: upstream_run(engine, SPEAKER, False))
+        firsts, audio = [r[0] for r in results], sum(r[1] for r in results)
+        figures[("upstream rtf", n)] = line("upstream inference_sft(stream=False)", n, wall, firsts, audio)
+
+
+# -- upstream's runtime server ----------------------------------------------------------------------------
+def server_phase(model_dir: Path, source: Path, generation: int, figures: dict) -> None:
+    """upstream's runtime/python/fastapi/server.py, its checkout first on the path (server.py appends it
+    last, where the installed wheel's cosyvoice would shadow it), wetext hidden (see shared/NOTES.md)."""
+    server_dir = source / "runtime" / "python" / "fastapi"
+    if not (server_dir / "server.py").is_file():
+        print(f"  upstream's runtime server: not in {source}; skipped")
+        return
+    with tempfile.TemporaryDirectory() as hidden:
+        (Path(hidden) / "wetext").mkdir()
+        (Path(hidden) / "wetext" / "__init__.py").write_text("raise ImportError('hidden by the benchmark')\n")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([hidden, str(source)])}
+        port = 50000 + os.getpid() % 10000
+        command = [sys.executable, "server.py", "--port", str(port), "--model_dir", str(model_dir)]
+        with open(Path(hidden) / "server.log", "w") as log:
+            server = subprocess.Popen(command, cwd=server_dir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}/inference_sft"
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline and server.poll() is None:
+                try:
+                    CLIENT.get(f"http://127.0.0.1:{port}/docs", timeout=2)
+                    break
+                except Exception:  # noqa: BLE001 - not listening yet
+                    time.sleep(2)
+            text = TEXT if generation == 2 else V3_SYSTEM + TEXT
+
+            def call() -> tuple[float, float]:
+                started, first, size = time.perf_counter(), None, 0
+                with CLIENT.stream("POST", url, data={"tts_text": text, "spk_id": SPEAKER}) as response:
+                    response.raise_for_status()
+                    for chunk in response.iter_raw():
+                        first = first if first is not None else time.perf_counter() - started
+                        size += len(chunk)
+                return first, size / 2 / 24000
+
+            for n in LEVELS:
+                wall, results = concurrently(n, lambda _: call())
+                figures[("server rtf", n)] = line(
+                    "upstream runtime server /inference_sft",
+                    n,
+                    wall,
+                    [r[0] for r in results],
+                    sum(r[1] for r in results),
+                )
+        finally:
+            server.terminate()
+            server.wait(30)
+
+
+def peak_rss() -> str:
+    with open("/proc/self/status") as status:
+        kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    return f"{kb / 2**20:.1f} GiB"
+
+
+def measure(generation: int, source: Path | None, skip: set[str]) -> None:
     from app.engines.cosyvoice import import_upstream
+    from tests.audio_utils import wav
+    from tests.conftest import EN_PROMPT, spoken
     from tests.models import cached_model, working_copy
     from tests.server import live_server
 
     import_upstream(source)
     started = time.perf_counter()
     cached = cached_model(generation, "full")
-    print(f"== CosyVoice{generation}, full size ({cached}, ready in {time.perf_counter() - started:.0f} s)")
+    device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"== CosyVoice{generation}, full size ({cached}, ready in {time.perf_counter() - started:.0f} s), {device}")
+    figures: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = working_copy(cached, Path(tmp) / "model")
         settings = Settings(
             engine="cosyvoice", model_dir=model_dir, data_dir=Path(tmp) / "data", src=source,
-            queue_timeout_seconds=3600, stall_timeout_seconds=3600,
+            queue_timeout_seconds=3600, stall_timeout_seconds=3600, fp16=os.environ.get("COSYVOICE_FP16") == "true",
         )  # fmt: skip
         with live_server(settings) as (url, app):
-            run_phases(url, app)
+            engine = app.state.speech.engine
+            from app.engines.espeak import EspeakEngine
+
+            files = {"prompt_audio": ("prompt.wav", wav(spoken(EspeakEngine(), EN_PROMPT), 24000), "audio/wav")}
+            started = time.perf_counter()
+            CLIENT.post(
+                f"{url}/clone", data={"spk_id": "bench", "prompt_text": EN_PROMPT}, files=files
+            ).raise_for_status()
+            voice = app.state.speech.voices.library.get("bench").profile
+            prompts = engine.pipeline.prompts
+            print(f"   {engine.description}; text: {TEXT} ({len(TEXT)} characters)")
+            kept = prompts.nbytes / 2**20
+            print(f"  clone (5 s prompt; its flow prefix kept, {kept:.0f} MiB): {time.perf_counter() - started:.1f} s")
+            if "parts" not in skip:
+                parts_phase(engine, voice, figures)
+            if "service" not in skip:
+                service_phase(url, app, figures)
+            if "upstream" not in skip:
+                upstream_phase(engine, voice, figures)
+        print(f"  peak RSS of this process (service and upstream in-process): {peak_rss()}")
+        if "server" not in skip and source is not None:
+            server_phase(model_dir, source, generation, figures)
+    summary(figures)
 
 
-def run_phases(url: str, app) -> None:
-    from app.engines.espeak import EspeakEngine
-    from tests.audio_utils import wav
-    from tests.conftest import EN_PROMPT, spoken
+def summary(figures: dict) -> None:
+    def ratio(a, b) -> str:
+        return f"{figures[a] / figures[b]:.2f}" if a in figures and b in figures else "-"
 
-    speech = app.state.speech
-    engine, synth = speech.engine, speech.synthesizer
-    print(f"   {engine.description}; text: {TEXT} ({len(TEXT)} characters)")
-    prompt = wav(spoken(EspeakEngine(), EN_PROMPT), 24000)
-    files = {"prompt_audio": ("prompt.wav", prompt, "audio/wav")}
-    CLIENT.post(f"{url}/clone", data={"spk_id": "bench", "prompt_text": EN_PROMPT}, files=files).raise_for_status()
-
-    rtf, first_byte = {}, {}
-    with PeakRss() as service_rss:
-        voice = speech.voices.library.get(SPEAKER)
-        request = SynthesisRequest(Mode.SFT, TEXT, speaker=SPEAKER, voice=voice.profile, stream=True)
-        started, first, samples = time.perf_counter(), None, 0
-        for chunk in engine.synthesize(request):
-            first = first if first is not None else time.perf_counter() - started
-            samples += chunk.size
-        audio = samples / engine.sample_rate
-        print(f"  engine first chunk {first:.1f} s; {audio:.1f} s of audio "
-              f"({audio * 25 / len(TEXT):.1f} speech tokens per character)")  # fmt: skip
-        body = {"mode": "3s极速复刻", "tts_text": TEXT, "spk_id": "bench", "stream": "True"}
-        first_generate, _, _ = http_run(url, body, "/generate_audio")
-        print(f"  HTTP /generate_audio stream True (cloned voice): first byte {first_generate:.1f} s")
-        for path, stream in SERVICE_PATHS.items():
-            for n in LEVELS:
-                body = {"tts_text": TEXT, "spk_id": SPEAKER, "stream": stream}
-                wall, results = concurrently(n, lambda body=body: http_run(url, body))
-                audio = sum(r.samples for r in list(synth.recent)[-n:]) / engine.sample_rate
-                first_byte[(path, n)] = max(r[0] for r in results)
-                rtf[(path, n)] = report_level(path, n, wall, [r[0] for r in results], audio)
-    print(f"  service peak RSS {service_rss}")
-
-    model = engine._model  # the same loaded upstream object
-    # CosyVoice3's LLM needs the marker in the text (upstream's example.py form); the service adds the same
-    text = TEXT if engine.generation == 2 else f"You are a helpful assistant.<|endofprompt|>{TEXT}"
-    with PeakRss() as upstream_rss:
-        for n in LEVELS:
-            wall, results = concurrently(n, lambda: upstream_run(model, text))
-            firsts = [r[0] for r in results]
-            first_byte[("upstream", n)] = max(firsts)
-            rtf[("upstream", n)] = report_level(UPSTREAM, n, wall, firsts, sum(r[1] for r in results))
-    print(f"  upstream peak RSS {upstream_rss}")
-    for path in SERVICE_PATHS:
-        for name, figures in (("slowest first byte", first_byte), ("aggregate RTF", rtf)):
-            ratios = ", ".join(f"x{n} {figures[(path, n)] / figures[('upstream', n)]:.2f}" for n in LEVELS)
-            print(f"  {path} / upstream, {name}: {ratios}")
+    print("  summary (ratios from this run):")
+    for voice in ("built-in", "cloned"):
+        for n in (1, 4):
+            key = ("service first", voice, n)
+            print(f"    first byte {voice} x{n}: service {figures.get(key, float('nan')):.1f} s, "
+                  f"upstream's stream {figures.get(('upstream first', voice, n), float('nan')):.1f} s "
+                  f"(ratio {ratio(key, ('upstream first', voice, n))})")  # fmt: skip
+    for n in LEVELS:
+        server = ("server rtf", n)
+        print(f"    aggregate RTF x{n}: streaming / upstream server {ratio(('service rtf', 'streaming', n), server)}, "
+              f"stream=false / upstream server {ratio(('service rtf', 'stream=false', n), server)}, "
+              f"upstream in-process / server {ratio(('upstream rtf', n), server)}")  # fmt: skip
+    for n in (1, 4):
+        print(f"    aggregate RTF x{n}: streaming with the chunked tail / upstream server "
+              f"{ratio(('service rtf', 'streaming, tail chunked', n), ('server rtf', n))}")  # fmt: skip
+    if "llm" in figures:
+        ours, theirs = figures["llm"]
+        print(f"    LLM decode step: upstream / engine {theirs / ours:.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generations", type=int, nargs="+", default=[2, 3], choices=(2, 3))
+    parser.add_argument("--skip", nargs="*", default=[], choices=PHASES)
     parser.add_argument("--one", type=int, choices=(2, 3), help=argparse.SUPPRESS)  # the per-model child
     args = parser.parse_args()
     source = Settings().src
     if args.one:
-        measure(args.one, source)
+        measure(args.one, source, set(args.skip))
         return
     for generation in args.generations:
         if generation == 3 and source is None:
             print("== CosyVoice3 needs upstream's code: set COSYVOICE_SRC (make install-cosyvoice fetches it)")
             continue
-        subprocess.run([sys.executable, __file__, "--one", str(generation)], check=False)
+        subprocess.run([sys.executable, __file__, "--one", str(generation), "--skip", *args.skip], check=False)
 
 
 if __name__ == "__main__":

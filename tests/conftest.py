@@ -103,13 +103,20 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "upstream_lane: needs upstream's own files; runs in the upstream lanes only")
+    config.addinivalue_line("markers", "generation(n): about CosyVoice<n> only; runs in its lanes only")
+
+
+def _in_lane(item, lane: Lane) -> bool:
+    generation = item.get_closest_marker("generation")
+    if generation is not None and generation.args[0] != lane.generation:
+        return False
+    return lane.upstream or item.get_closest_marker("upstream_lane") is None
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests about upstream's own files are deselected (not skipped) in the lane that runs the installed wheel."""
-    if LANES[config.getoption("--lane")].upstream:
-        return
-    kept = [item for item in items if item.get_closest_marker("upstream_lane") is None]
+    """Tests about upstream's own files, or about the other generation, are deselected (not skipped)."""
+    lane = LANES[config.getoption("--lane")]
+    kept = [item for item in items if _in_lane(item, lane)]
     if len(kept) < len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept

@@ -7,6 +7,7 @@ import openai
 import pytest
 
 from app.core.formats import FORMATS
+from app.engines.base import Mode
 from tests.audio_utils import decode, decode_pcm
 from tests.conftest import EN_PROMPT, last_engine_seconds, live_server
 from tests.test_formats import slack
@@ -29,21 +30,19 @@ def test_every_format_with_a_builtin_speaker(served):
 
 def test_cloned_voices_with_and_without_transcript(served, male_prompt, monkeypatch):
     sdk, app = served
-    upstream_class = type(app.state.speech.engine._model)
-    calls = []
-    for method in ("inference_zero_shot", "inference_cross_lingual", "inference_instruct2"):
-        original = getattr(upstream_class, method)
+    engine = app.state.speech.engine
+    calls, original = [], engine._utterance
 
-        def spy(self, *args, _original=original, _method=method, **kwargs):
-            calls.append(_method)
-            return _original(self, *args, **kwargs)
+    def spy(request, *args, **kwargs):  # the mode each sentence is spoken in (upstream's inference_* inputs)
+        calls.append(request.mode)
+        return original(request, *args, **kwargs)
 
-        monkeypatch.setattr(upstream_class, method, spy)
+    monkeypatch.setattr(engine, "_utterance", spy)
 
     sample = ("prompt.wav", male_prompt, "audio/wav")
     sdk.audio.voices.create(name="told", audio_sample=sample, consent="c", extra_body={"script_hint": EN_PROMPT})
     sdk.audio.voices.create(name="untold", audio_sample=sample, consent="c")
-    for voice_id, method in (("told", "inference_zero_shot"), ("untold", "inference_cross_lingual")):
+    for voice_id, method in (("told", Mode.ZERO_SHOT), ("untold", Mode.CROSS_LINGUAL)):
         calls.clear()
         pcm = sdk.audio.speech.create(model="tts-1", voice={"id": voice_id}, input="Hello.", response_format="pcm")
         assert decode_pcm(pcm.content, 24000).seconds > 0 and set(calls) == {method}, (voice_id, calls)
@@ -52,7 +51,7 @@ def test_cloned_voices_with_and_without_transcript(served, male_prompt, monkeypa
     instructed = sdk.audio.speech.create(
         model="gpt-4o-mini-tts", voice="told", input="Hello.", instructions="Speak happily.", response_format="wav"
     )
-    assert decode(instructed.content).seconds > 0 and set(calls) == {"inference_instruct2"}
+    assert decode(instructed.content).seconds > 0 and set(calls) == {Mode.INSTRUCT}
 
     with sdk.audio.speech.with_streaming_response.create(
         model="tts-1", voice="told", input="Hello. Again.", response_format="pcm", stream_format="sse"

@@ -1,7 +1,7 @@
 """The CosyVoice contract, part 2: how requests run on the real engine (same lanes as part 1).
 
 Seeds, speed, sentence-by-sentence streaming, concurrent requests, a client leaving mid-stream and a
-dying upstream LLM thread, each through HTTP.
+failing LLM stage, each through HTTP.
 """
 
 import concurrent.futures
@@ -57,10 +57,10 @@ def test_long_text_is_spoken_sentence_by_sentence(cv, male_prompt, lane):
 
 
 def test_concurrent_streams_keep_their_own_state(cv_settings, male_prompt):
-    """Three overlapping streams complete; upstream's hop length grows per request and never leaks."""
+    """Three overlapping streams complete; each grows its own chunks (upstream's model object grows one hop
+    length for every request and never resets it)."""
     with live_server(cv_settings) as (url, app):
-        synth, model = app.state.speech.synthesizer, app.state.speech.engine._model.model
-        initial_hop = getattr(model, "token_hop_len", None)
+        synth = app.state.speech.synthesizer
         files = {"prompt_audio": ("p.wav", male_prompt, "audio/wav")}
         httpx.post(f"{url}/clone", data={"spk_id": "s", "prompt_text": EN_PROMPT}, files=files, timeout=120)
 
@@ -85,44 +85,44 @@ def test_concurrent_streams_keep_their_own_state(cv_settings, male_prompt):
         assert [r.outcome for r in synth.recent] == ["completed"] * 5
         assert first.samples > first.first_chunk_samples  # it really streamed in several chunks
         assert last.first_chunk_samples == first.first_chunk_samples  # the hop length did not creep
-        assert getattr(model, "token_hop_len", None) == initial_hop
-        assert model.tts_speech_token_dict == {} and model.llm_end_dict == {}
+        assert not _llm_threads()
 
 
-def test_a_client_leaving_mid_stream_stops_upstreams_llm_thread(cv_settings):
+def test_a_client_leaving_mid_stream_stops_the_llm_stage(cv_settings):
     with live_server(cv_settings) as (url, app):
-        model = app.state.speech.engine._model.model
         body = {"tts_text": TWO_SENTENCES, "spk_id": "中文女"}
         with httpx.stream("POST", f"{url}/tts", json=body, timeout=120) as response:
             assert next(response.iter_raw())
         synth = app.state.speech.synthesizer
         deadline = time.monotonic() + 30
-        while (synth.active or model.tts_speech_token_dict or _llm_threads()) and time.monotonic() < deadline:
+        while (synth.active or _llm_threads()) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert synth.active == 0 and synth.stats.cancelled == 1
-        assert model.tts_speech_token_dict == {} and model.hift_cache_dict == {}  # upstream state dropped
         assert not _llm_threads()
 
 
 @pytest.mark.parametrize("stream", [True, False])
-def test_a_dying_llm_thread_is_a_json_error_naming_the_cause(cv, monkeypatch, caplog, stream):
-    model = cv.app.state.speech.engine._model.model
+def test_a_failing_llm_stage_is_a_json_error_naming_the_cause(cv, monkeypatch, caplog, stream):
+    qwen = cv.app.state.speech.engine.pipeline.lm.llm.llm.model.model  # Qwen2ForCausalLM.model
+    original, steps = qwen.forward, []
 
-    def broken(*_args, **_kwargs):
-        raise RuntimeError("injected LLM failure")
-        yield  # a generator, like upstream's
+    def failing(*args, **kwargs):  # the Qwen2 model fails at its 4th step
+        steps.append(1)
+        if len(steps) == 4:
+            raise RuntimeError("injected LLM failure")
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(model.llm, "inference", broken)
+    monkeypatch.setattr(qwen, "forward", failing)
     body = {"tts_text": TEXT, "spk_id": "中文女", "stream": stream}
     with caplog.at_level(logging.ERROR):
         response = cv.post("/tts", json=body)
     assert response.status_code == 500
     error = error_of(response)
     assert error["code"] == "engine_error" and "RuntimeError: injected LLM failure" in error["message"]
-    assert "upstream's LLM thread failed: RuntimeError: injected LLM failure" in caplog.text
+    assert "the LLM stage failed: RuntimeError: injected LLM failure" in caplog.text
     monkeypatch.undo()
     audio(cv.post("/tts", json=body))  # the engine serves the next request
-    assert model.tts_speech_token_dict == {} and model.llm_end_dict == {}
+    assert not _llm_threads()
 
 
 def test_the_seed_endpoints_stream_from_the_engine_by_default(cv):
@@ -134,12 +134,12 @@ def test_the_seed_endpoints_stream_from_the_engine_by_default(cv):
 
 
 def test_concurrent_requests_run_inside_the_engine_at_the_same_time(cv_settings, monkeypatch):
-    """Upstream's vocoding steps of different requests overlap (a lock around them would serialise them)."""
+    """The vocoding steps of different requests overlap (a lock around them would serialise them)."""
     with live_server(cv_settings) as (url, app):
-        model = app.state.speech.engine._model.model
-        original, spans = model.token2wav, []
+        pipeline = app.state.speech.engine.pipeline
+        original, spans = pipeline._vocode, []
 
-        def slow_token2wav(*args, **kwargs):
+        def slow_vocode(*args, **kwargs):
             started = time.monotonic()
             time.sleep(0.3)  # widen each step, so that steps which may overlap do
             try:
@@ -147,7 +147,7 @@ def test_concurrent_requests_run_inside_the_engine_at_the_same_time(cv_settings,
             finally:
                 spans.append((started, time.monotonic(), threading.get_ident()))
 
-        monkeypatch.setattr(model, "token2wav", slow_token2wav)
+        monkeypatch.setattr(pipeline, "_vocode", slow_vocode)
         body = {"tts_text": TEXT, "spk_id": "中文女"}
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             list(pool.map(lambda _: audio(httpx.post(f"{url}/tts", json=body, timeout=300)), range(3)))
@@ -161,15 +161,16 @@ def test_a_client_leaving_before_the_first_byte_ends_the_llm_at_its_next_token(c
     """With stream=false the first byte waits for the whole sentence; a client that leaves before it
     must not keep the LLM busy until then."""
     with live_server(cv_settings) as (url, app):
-        model, synth = app.state.speech.engine._model.model, app.state.speech.synthesizer
-        original, tokens = model.llm.inference, []
+        lm, synth = app.state.speech.engine.pipeline.lm, app.state.speech.synthesizer
+        original, tokens = lm.tokens, []
 
         def counting(*args, **kwargs):
             for token in original(*args, **kwargs):
                 tokens.append(token)
+                time.sleep(0.02)  # a step of a real model, not the tiny one's 1 ms
                 yield token
 
-        monkeypatch.setattr(model.llm, "inference", counting)
+        monkeypatch.setattr(lm, "tokens", counting)
         sentence = TWO_SENTENCES.split(". ")[0] + "."
         body = json.dumps({"tts_text": sentence, "spk_id": "英文男", "stream": False}).encode()
         host, port = url.removeprefix("http://").split(":")
@@ -188,8 +189,7 @@ def test_a_client_leaving_before_the_first_byte_ends_the_llm_at_its_next_token(c
         assert synth.active == 0 and not _llm_threads() and synth.stats.cancelled == 1
         # upstream decodes at least 2 speech tokens per text token (here one per UTF-8 byte) before it may stop
         assert 5 <= len(tokens) < 2 * len(sentence.encode()), len(tokens)
-        assert model.tts_speech_token_dict == {} and model.llm_end_dict == {}
 
 
 def _llm_threads() -> list:
-    return [t for t in threading.enumerate() if "llm_job" in repr(getattr(t, "_target", ""))]
+    return [t for t in threading.enumerate() if t.name == "cosyvoice-llm"]

@@ -4,7 +4,6 @@ import io
 import wave
 from dataclasses import dataclass
 
-import av
 import numpy as np
 import soxr
 
@@ -22,6 +21,8 @@ def decode_to_mono(data: bytes, param: str, rate: int = PROMPT_RATE, max_seconds
     Decoding stops once ``max_seconds`` is exceeded (a tiny file can expand to hours of audio);
     the returned array is then longer than ``max_seconds`` and callers report it as too long.
     """
+    import av  # FFmpeg's libraries, loaded where audio is decoded: the engines alone do not need them
+
     if not data:
         raise Invalid(param, "the file is empty")
     limit = None if max_seconds is None else int((max_seconds + 0.5) * rate)

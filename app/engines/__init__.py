@@ -29,8 +29,14 @@ def load_engine(settings: Settings) -> LoadedEngine:
         reason = f"configured: COSYVOICE_ENGINE={choice}"
     log.info("speech engine: %s (%s)", choice, reason)
     if choice == "cosyvoice":
-        from app.engines.cosyvoice import CosyVoiceEngine
+        from app.engines.cosyvoice import CosyVoiceEngine, StreamOptions
 
+        stream = StreamOptions(
+            first_hop=settings.stream_first_hop,
+            max_hop=settings.stream_max_hop,
+            tail=settings.stream_tail,
+            prompt_cache_bytes=int(settings.prompt_cache_mb * 2**20),
+        )
         engine = CosyVoiceEngine(
             settings.model_dir,
             source=settings.src,
@@ -39,6 +45,7 @@ def load_engine(settings: Settings) -> LoadedEngine:
             load_trt=settings.load_trt,
             load_vllm=settings.load_vllm,
             text_frontend=settings.text_frontend,
+            stream=stream,
         )
         return LoadedEngine(engine, settings.model_dir, reason)
     from app.engines.espeak import EspeakEngine

@@ -9,12 +9,13 @@ inspecting the installed code). What it takes care of:
   sentence that needs it, and long text streams sentence by sentence on both generations;
 - voices: each request passes a fresh copy of its voice under a key of its own (upstream's frontend
   mutates cached entries and reads instruct2's instruction from the cached prompt);
-- requests run concurrently without a lock, each on its own shallow copy of the model (``session.py``),
-  and a request whose client left ends its LLM thread at the next token;
+- synthesis: upstream's modules (LLM, flow, HiFT) and weights, driven by the service's own loop
+  (``pipeline.py``), not by ``CosyVoice2Model.tts``: the LLM stage without its discarded text head, a
+  chunked flow whose work per chunk is bounded, a voice's prompt run once and kept, no polling; each
+  request has its own random generators, so a seed gives the same audio whatever runs beside it;
 - prompt audio reaches upstream already decoded by the service (``upstream.py``).
 """
 
-import copy
 import inspect
 import logging
 import uuid
@@ -29,7 +30,8 @@ from app.core.audio import PromptAudio
 from app.core.errors import EngineFailure, Invalid
 from app.core.text import split_sentences
 from app.engines.base import MODE_LABELS, Mode, SynthesisRequest, VoiceRejected
-from app.engines.cosyvoice.session import RequestSession
+from app.engines.cosyvoice.llm import LMFailure, LMInput
+from app.engines.cosyvoice.pipeline import Generators, Pipeline, StreamOptions, Utterance
 from app.engines.cosyvoice.upstream import (
     GET_UPSTREAM,
     GET_WEIGHTS,
@@ -38,7 +40,7 @@ from app.engines.cosyvoice.upstream import (
     import_upstream,
     model_generation,
 )
-from app.engines.cosyvoice.voices import PROMPT_MARK, ModelSizes, fresh, voice_problem
+from app.engines.cosyvoice.voices import PROMPT_MARK, ModelSizes, voice_problem
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +61,12 @@ class CosyVoiceEngine:
         load_trt: bool = False,
         load_vllm: bool = False,
         text_frontend: bool = True,
+        stream: StreamOptions | None = None,
     ):
         if not model_dir.is_dir():
             raise EngineStartError(f"the model dir {model_dir} does not exist; {GET_WEIGHTS}")
         self.generation = model_generation(model_dir)
-        upstream, self._seed_all = import_upstream(source)
+        upstream, _ = import_upstream(source)
         cls = getattr(upstream, f"CosyVoice{self.generation}", None)
         if cls is None:
             raise EngineStartError(
@@ -79,7 +82,14 @@ class CosyVoiceEngine:
         self.sample_rate = int(self._model.sample_rate)
         self._takes_paths = "prompt_wav" in inspect.signature(cls.inference_zero_shot).parameters
         self._text_frontend = text_frontend
-        self._initial_hop = getattr(self._model.model, "token_hop_len", None)
+        # upstream's TorchScript flow encoder and TensorRT estimator have no chunked form: they stream as
+        # upstream does, every chunk over everything before it
+        replaced = [name for name, on in (("COSYVOICE_LOAD_JIT", load_jit), ("COSYVOICE_LOAD_TRT", load_trt)) if on]
+        unchunked = f"{' and '.join(replaced)} replace flow modules the chunked flow runs" if replaced else None
+        try:
+            self.pipeline = Pipeline(self._model.model, stream or StreamOptions(), fp16=fp16, unchunked=unchunked)
+        except ValueError as exc:  # settings the model cannot stream with (COSYVOICE_STREAM_*), named
+            raise EngineStartError(f"CosyVoice{self.generation} from {model_dir}: {exc}") from exc
         frontend, flow = self._model.frontend, self._model.model.flow
         self.sizes = ModelSizes(
             generation=self.generation,
@@ -88,6 +98,7 @@ class CosyVoiceEngine:
             text_vocab=len(frontend.tokenizer.tokenizer),
             speech_vocab=int(self._model.model.llm.speech_token_size),
             mark_id=frontend.tokenizer.tokenizer.convert_tokens_to_ids(PROMPT_MARK),
+            mel_per_token=flow.token_mel_ratio,
         )
         self._builtins = [k for k, v in frontend.spk2info.items() if isinstance(v, dict) and "embedding" in v]
         # a voice made without a transcript holds no more prompt text than this (CosyVoice3: its system prompt)
@@ -123,6 +134,7 @@ class CosyVoiceEngine:
         problem = self.voice_problem(entry)
         if problem:  # never save a voice this engine would then refuse
             raise VoiceRejected(f"the model made a voice it cannot use ({problem})")
+        self.pipeline.warm(self._flow_prompt(entry, LMInput(*(torch.zeros(1, 0, dtype=torch.int32),) * 3)))
         return entry
 
     def voice_problem(self, profile: object) -> str | None:
@@ -147,15 +159,17 @@ class CosyVoiceEngine:
             # a voice cloned without a transcript speaks as CosyVoice's cross-lingual mode does, which reads
             # only the prompt's sound (zero-shot would pair its speech tokens with no text)
             request = replace(request, mode=Mode.CROSS_LINGUAL)
+        elif not sft and request.mode is Mode.SFT:  # a cloned voice asked for as a "pretrained" speaker
+            request = replace(request, mode=Mode.ZERO_SHOT)
         # upstream's LLM reads the marker from the text itself for built-in speakers and in cross-lingual
         # mode (whose frontend drops the prompt text); elsewhere the voice's prompt carries it
         needs_mark = self.generation == 3 and (request.mode is Mode.CROSS_LINGUAL or (sft and request.mode is Mode.SFT))
         texts = self._texts(request.text, needs_mark)
-        self._seed_all(request.seed)
+        generators = self.pipeline.generators(request.seed)  # one per request: sentences continue its draws
         for text in texts:
             if request.cancelled is not None and request.cancelled.is_set():
                 return
-            yield from self._run(request, voice, sft, text)
+            yield from self._run(request, voice, sft, text, generators)
 
     def _has_transcript(self, voice: dict) -> bool:
         return int(voice.get("prompt_text_len", 0)) > self._bare_prompt_len
@@ -200,45 +214,30 @@ class CosyVoiceEngine:
     def _normalize(self, text: str) -> str:
         return self._model.frontend.text_normalize(text, split=False, text_frontend=self._text_frontend)
 
-    def _run(self, request: SynthesisRequest, voice: dict, sft: bool, text: str) -> Iterator[np.ndarray]:
-        key = f"__req_{uuid.uuid4().hex}"
-        spk2info = self._model.frontend.spk2info
-        spk2info[key] = fresh(voice)  # upstream may change what it reads
-        session = RequestSession(self._model.model, self._initial_hop, request.cancelled)
-        cosyvoice = copy.copy(self._model)
-        cosyvoice.model = session.model
+    def _utterance(self, request: SynthesisRequest, voice: dict, sft: bool, text: str) -> Utterance:
+        """Upstream's frontend_sft / frontend_zero_shot / frontend_cross_lingual / frontend_instruct2 inputs."""
+        tokens, _ = self._model.frontend._extract_text_token(text)
+        empty = torch.zeros(1, 0, dtype=torch.int32)
+        if sft:  # a built-in speaker: an embedding, no prompt
+            return Utterance(LMInput(tokens, empty, empty), empty, torch.zeros(1, 0, 80), voice["embedding"])
+        prompt_text, prompt_speech = voice["prompt_text"], voice["llm_prompt_speech_token"]
+        if request.mode is Mode.CROSS_LINGUAL:  # the LLM gets neither the transcript nor the prompt's tokens
+            prompt_text, prompt_speech = empty, empty
+        elif request.mode is Mode.INSTRUCT:  # the instruction in place of the transcript, no prompt tokens
+            prompt_speech = empty
+        return self._flow_prompt(voice, LMInput(tokens, prompt_text, prompt_speech))
+
+    @staticmethod
+    def _flow_prompt(voice: dict, lm: LMInput) -> Utterance:
+        return Utterance(lm, voice["flow_prompt_speech_token"], voice["prompt_speech_feat"], voice["flow_embedding"])
+
+    def _run(
+        self, request: SynthesisRequest, voice: dict, sft: bool, text: str, generators: Generators
+    ) -> Iterator[np.ndarray]:
         stream = request.stream and request.speed == 1.0  # upstream applies speed only when not streaming
-        options = {"stream": stream, "speed": request.speed, "text_frontend": False}
-        unused_prompt = "" if self._takes_paths else torch.zeros(1, 0)
-        if request.mode is Mode.SFT and sft:
-            generator = cosyvoice.inference_sft(text, key, **options)
-        elif request.mode is Mode.CROSS_LINGUAL:
-            generator = cosyvoice.inference_cross_lingual(text, unused_prompt, zero_shot_spk_id=key, **options)
-        elif request.mode is Mode.INSTRUCT:
-            generator = cosyvoice.inference_instruct2(text, "", unused_prompt, zero_shot_spk_id=key, **options)
-        else:  # zero-shot, and a cloned voice asked for as a "pretrained" speaker
-            generator = cosyvoice.inference_zero_shot(text, "", unused_prompt, zero_shot_spk_id=key, **options)
+        cancelled = request.cancelled.is_set if request.cancelled is not None else bool
+        utterance = self._utterance(request, voice, sft, text)
         try:
-            for output in generator:
-                _raise_failure(session)
-                yield output["tts_speech"].reshape(-1).numpy().astype(np.float32, copy=False)
-            _raise_failure(session)
-        except EngineFailure:
-            raise
-        except Exception:
-            _raise_failure(session)  # the LLM's failure, not what upstream tripped on after it
-            if request.cancelled is not None and request.cancelled.is_set():
-                return  # upstream tripped on the few tokens of a request its client left
-            raise
-        finally:
-            generator.close()
-            spk2info.pop(key, None)
-            session.stop()
-
-
-def _raise_failure(session: RequestSession) -> None:
-    if session.failure is not None:
-        cause = session.failure
-        raise EngineFailure(
-            None, f"the CosyVoice model failed while generating speech tokens ({type(cause).__name__}: {cause})"
-        ) from cause
+            yield from self.pipeline.speak(utterance, generators, stream, request.speed, cancelled)
+        except LMFailure as exc:
+            raise EngineFailure(None, f"the CosyVoice model failed while generating speech tokens ({exc})") from exc

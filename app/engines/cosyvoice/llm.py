@@ -10,9 +10,12 @@ stop tokens) with two differences that do not change a token:
   within the window) draws from the request's own ``torch.Generator``, not the process-wide RNG, so a seed
   gives the same tokens whatever else runs. Drawn in upstream's order, it gives upstream's tokens.
 
-With upstream's vLLM loaded (COSYVOICE_LOAD_VLLM), upstream's own ``inference`` runs instead.
+Upstream's own ``inference`` runs instead with upstream's vLLM loaded (COSYVOICE_LOAD_VLLM), and with the
+June 2025 code of the ``cosyvoice2-fr-infer`` wheel, whose LLM samples differently (``sos_eos``, re-drawn
+end tokens); its sampling draws from the process-wide RNG, set from the request's generator when it starts.
 """
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 PROMPT_MARK_ID = 151646  # <|endofprompt|>: upstream's CosyVoice3LM asserts it is in the text
 MAX_SILENT = 5  # upstream's llm_job: more than this many silent tokens in a row are dropped
@@ -30,6 +35,10 @@ class LMInput:
     text: torch.Tensor  # (1, n) text token ids of the sentence
     prompt_text: torch.Tensor  # (1, m): the voice's transcript, or an instruction (may be empty)
     prompt_speech: torch.Tensor  # (1, k) the voice's speech tokens for the LLM (may be empty)
+
+
+class LMFailure(RuntimeError):
+    """The LLM stage failed; ``__cause__`` is what it raised."""
 
 
 class TokenStream:
@@ -56,7 +65,7 @@ class TokenStream:
         with self._changed:
             self._changed.wait_for(lambda: self._done or len(self._tokens) >= count)
             if self._error is not None:
-                raise self._error
+                raise LMFailure(f"{type(self._error).__name__}: {self._error}") from self._error
             return list(self._tokens), self._done
 
 
@@ -92,6 +101,7 @@ class SpeechLM:
                     if silent_run <= MAX_SILENT:
                         out.put(token)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            log.error("the LLM stage failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
             out.finish(exc)
         else:
             out.finish()
@@ -101,18 +111,10 @@ class SpeechLM:
         llm, device = self.llm, self.device
         text, prompt_text = request.text.to(device), request.prompt_text.to(device)
         prompt_speech = request.prompt_speech.to(device)
-        if hasattr(llm, "vllm"):
-            yield from self._upstream_tokens(text, prompt_text, prompt_speech)
+        if hasattr(llm, "vllm") or not hasattr(llm, "sos"):
+            yield from self._upstream_tokens(text, prompt_text, prompt_speech, generator)
             return
-        joined = torch.concat([prompt_text, text], dim=1)
-        if self.v3 and not bool((joined == PROMPT_MARK_ID).any()):
-            raise ValueError("CosyVoice3 needs <|endofprompt|> in the text or the prompt text")
-        embed = llm.speech_embedding.weight if self.v3 else llm.llm_embedding.weight
-        parts = [embed[llm.sos].reshape(1, 1, -1), llm.llm.model.model.embed_tokens(joined)]
-        parts.append(embed[llm.task_id].reshape(1, 1, -1))
-        if prompt_speech.shape[1] != 0:
-            parts.append(llm.speech_embedding(prompt_speech))
-        lm_input = torch.concat(parts, dim=1)
+        lm_input = self.prompt(text, prompt_text, prompt_speech)
         min_len, max_len = int(text.shape[1] * 2), int(text.shape[1] * 20)  # upstream's token/text ratios
         decoded: list[int] = []
         cache = None
@@ -126,6 +128,19 @@ class SpeechLM:
             decoded.append(token)
             lm_input = llm.speech_embedding.weight[token].reshape(1, 1, -1)
 
+    def prompt(self, text: torch.Tensor, prompt_text: torch.Tensor, prompt_speech: torch.Tensor) -> torch.Tensor:
+        """The LLM's input sequence, as upstream lays it out: sos, prompt text + text, task id, prompt speech."""
+        llm = self.llm
+        joined = torch.concat([prompt_text, text], dim=1)
+        if self.v3 and not bool((joined == PROMPT_MARK_ID).any()):
+            raise ValueError("CosyVoice3 needs <|endofprompt|> in the text or the prompt text")
+        embed = llm.speech_embedding.weight if self.v3 else llm.llm_embedding.weight
+        parts = [embed[llm.sos].reshape(1, 1, -1), llm.llm.model.model.embed_tokens(joined)]
+        parts.append(embed[llm.task_id].reshape(1, 1, -1))
+        if prompt_speech.shape[1] != 0:
+            parts.append(llm.speech_embedding(prompt_speech))
+        return torch.concat(parts, dim=1)
+
     def _step(self, lm_input: torch.Tensor, cache):
         """Qwen2Encoder.forward_one_step, minus the text head: the same inputs, the same last hidden state."""
         masks = torch.ones((1, lm_input.shape[1]), device=lm_input.device, dtype=torch.bool)
@@ -133,16 +148,18 @@ class SpeechLM:
         out = qwen(inputs_embeds=lm_input, attention_mask=masks, past_key_values=cache, use_cache=True)
         return out.last_hidden_state, out.past_key_values
 
-    def _upstream_tokens(self, text, prompt_text, prompt_speech) -> Iterator[int]:
+    def _upstream_tokens(self, text, prompt_text, prompt_speech, generator: torch.Generator) -> Iterator[int]:
         def length(t: torch.Tensor) -> torch.Tensor:
             return torch.tensor([t.shape[1]], dtype=torch.int32, device=t.device)
 
         empty = torch.zeros(0, 192, device=text.device)
+        torch.set_rng_state(generator.get_state())  # upstream samples from the global RNG
         yield from self.llm.inference(
             text=text, text_len=length(text), prompt_text=prompt_text, prompt_text_len=length(prompt_text),
             prompt_speech_token=prompt_speech, prompt_speech_token_len=length(prompt_speech), embedding=empty,
             uuid=uuid.uuid4().hex,  # vLLM's request id
         )  # fmt: skip
+        generator.set_state(torch.get_rng_state())  # the request's next sentence goes on from here
 
     # -- upstream's sampling_ids + ras_sampling, drawing from a generator -------------------------------------
     def _sample(self, scores: torch.Tensor, decoded: list[int], generator, ignore_eos: bool) -> int:

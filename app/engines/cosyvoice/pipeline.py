@@ -37,6 +37,12 @@ class Utterance:
 
 
 @dataclass(frozen=True)
+class Generators:
+    llm: torch.Generator  # on the CPU, where sampling runs
+    vocoder: torch.Generator  # on the model's device (CosyVoice2's HiFT draws noise there)
+
+
+@dataclass(frozen=True)
 class StreamOptions:
     first_hop: int = 25  # speech tokens in the first chunk (a multiple of the model's chunk, 25)
     max_hop: int = 100  # chunks double up to this many tokens
@@ -143,18 +149,26 @@ class Pipeline:
             self.prefix(utterance)
 
     # -- speech ------------------------------------------------------------------------------------------
+    def generators(self, seed: int) -> "Generators":
+        """A request's random number generators: one for the LLM's sampling, one for CosyVoice2's vocoder."""
+        return Generators(torch.Generator().manual_seed(seed), torch.Generator(device=self.device).manual_seed(seed))
+
     def speak(
-        self, utterance: Utterance, seed: int, stream: bool, speed: float = 1.0, cancelled: Callable[[], bool] = bool
+        self,
+        utterance: Utterance,
+        generators: "Generators",
+        stream: bool,
+        speed: float = 1.0,
+        cancelled: Callable[[], bool] = bool,
     ) -> Iterator[np.ndarray]:
         tokens, stop = TokenStream(), threading.Event()
-        generator = torch.Generator().manual_seed(seed)
         thread = threading.Thread(
-            target=self.lm.run, args=(utterance.lm, generator, tokens, lambda: stop.is_set() or cancelled()),
+            target=self.lm.run, args=(utterance.lm, generators.llm, tokens, lambda: stop.is_set() or cancelled()),
             name="cosyvoice-llm", daemon=True,
         )  # fmt: skip
         thread.start()
         try:
-            vocoder = HiftV3(self.hift) if self.causal_vocoder else HiftV2(self.hift, self._generator(seed))
+            vocoder = HiftV3(self.hift) if self.causal_vocoder else HiftV2(self.hift, generators.vocoder)
             if stream:
                 chunks = self._stream(utterance, tokens, vocoder, cancelled)
             else:
@@ -164,9 +178,6 @@ class Pipeline:
         finally:
             stop.set()
             thread.join()
-
-    def _generator(self, seed: int) -> torch.Generator:
-        return torch.Generator(device=self.device).manual_seed(seed)
 
     def _stream(self, utterance: Utterance, tokens: TokenStream, vocoder, cancelled) -> Iterator[torch.Tensor]:
         flow = _ChunkedStream(self, utterance) if self.chunked else _RecomputedStream(self.flow, utterance)

@@ -39,12 +39,13 @@ def _nsf_source(hift, f0: torch.Tensor, generator: torch.Generator | None, start
         angle = torch.cumsum(rad, dim=1) * 2 * np.pi
     else:
         angle = phase * 2 * np.pi
-    mode = "nearest" if sine.causal else "linear"
+    causal = getattr(sine, "causal", False)  # the June 2025 code has no causal SineGen2
+    mode = "nearest" if causal else "linear"
     angle = F.interpolate(angle.transpose(1, 2) * sine.upsample_scale, scale_factor=sine.upsample_scale, mode=mode)
     waves = torch.sin(angle.transpose(1, 2)) * sine.sine_amp
     uv = (f0 > sine.voiced_threshold).type(torch.float32)
     noise_amp = uv * sine.noise_std + (1 - uv) * sine.sine_amp / 3
-    if sine.causal:
+    if causal:
         offset = start * SAMPLES_PER_FRAME
         noise = noise_amp * sine.sine_waves[:, offset : offset + waves.shape[1]].to(waves.device)
     else:

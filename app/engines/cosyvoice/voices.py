@@ -34,6 +34,7 @@ class ModelSizes:
     text_vocab: int
     speech_vocab: int
     mark_id: int  # the text token of <|endofprompt|>
+    mel_per_token: int = 2  # the flow's token_mel_ratio
 
 
 def voice_problem(profile: object, sizes: ModelSizes) -> str | None:
@@ -61,6 +62,10 @@ def voice_problem(profile: object, sizes: ModelSizes) -> str | None:
         problem = _token_problem(profile, key, vocab)
         if problem:
             return problem
+    frames, tokens = profile["prompt_speech_feat"].shape[1], profile["flow_prompt_speech_token"].shape[1]
+    if frames != sizes.mel_per_token * tokens:
+        per_token = sizes.mel_per_token
+        return f"prompt_speech_feat has {frames} frames for {tokens} prompt tokens (the model uses {per_token} a token)"
     made_on = 3 if bool((profile["prompt_text"] == sizes.mark_id).any()) else 2
     if made_on != sizes.generation:
         return (
@@ -91,8 +96,3 @@ def _tensor_problem(profile: dict, key: str, dims: int, last: int) -> str | None
     if value.shape[-1] != last:
         return f"{key} has {value.shape[-1]} values per row; this model expects {last} (made for another model?)"
     return None
-
-
-def fresh(entry: dict) -> dict:
-    """A copy whose tensors upstream may change without touching the stored entry."""
-    return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in entry.items()}

@@ -1,0 +1,117 @@
+"""The CosyVoice engine against upstream's own code on a GPU, at full size, fp32 and fp16: one table.
+
+Runs on a bare CUDA machine (``scripts/gpu_bench.sh`` installs what it needs from ``.gpu/``, which
+``scripts/gpu_bundle.sh`` prepares): builds the random full-size CosyVoice2 and CosyVoice3 models, loads
+each once, and for fp32 then fp16 (upstream's COSYVOICE_FP16: autocast for the LLM and the flow) measures
+
+- one LLM decode step, the engine's (no text head) and upstream's;
+- token-to-wave chunk k for a cloned voice, 50-token chunks: the engine's chunked flow and upstream's
+  ``token2wav`` (first, middle and last chunk);
+- first audio (median) and aggregate real-time factor of 1, 4 and 16 requests at once: the engine streaming
+  (a built-in voice; a cloned one at 1), upstream's ``inference_sft(stream=True)`` and ``(stream=False)``.
+
+Each row is appended to the output file as soon as it is measured (a run cut short keeps what it has).
+Usage: ``python scripts/gpu_bench.py --out table.md [--size tiny]`` (tiny: a quick check on any machine).
+"""
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+from engine_bench import (  # noqa: E402
+    SPEAKER,
+    at_once,
+    chunk_costs,
+    engine_run,
+    llm_steps,
+    synthetic_prompt,
+    upstream_run,
+)
+
+
+class Table:
+    def __init__(self, path: Path):
+        self.path = path
+        path.write_text("")
+
+    def add(self, text: str) -> None:
+        print(text, flush=True)
+        with self.path.open("a") as out:
+            out.write(text + "\n")
+
+
+def set_fp16(engine, on: bool) -> None:
+    """Upstream's fp16 is autocast around its LLM and flow (the weights stay fp32): the same switch for both."""
+    engine._model.model.fp16 = on
+    engine.pipeline.fp16 = on
+    engine.pipeline.lm.fp16 = on
+
+
+def measure(generation: int, size: str, levels: list[int], table: Table, source: Path) -> None:
+    from app.engines.cosyvoice import CosyVoiceEngine
+    from tests.models import cached_model
+
+    started = time.perf_counter()
+    model_dir = cached_model(generation, size)
+    built = time.perf_counter() - started
+    engine = CosyVoiceEngine(model_dir, source=source, text_frontend=False)
+    loaded = time.perf_counter() - started - built
+    cloned = engine.make_voice("The quick brown fox jumps over the lazy dog.", synthetic_prompt())
+    engine._model.frontend.spk2info["bench"] = dict(cloned)
+    builtin = engine._model.frontend.spk2info[SPEAKER]
+    table.add(f"\n### CosyVoice{generation} ({size}; model built in {built:.0f} s, loaded in {loaded:.0f} s)\n")
+    for fp16 in (False, True):
+        set_fp16(engine, fp16)
+        precision = "fp16 (autocast)" if fp16 else "fp32"
+        engine_run(engine, builtin, True, 0)  # warm-up: CUDA kernels, cuBLAS handles
+        upstream_run(engine, SPEAKER, False)
+        ours, theirs = llm_steps(engine)
+        table.add(f"{precision}: LLM decode step: engine {ours:.1f} ms, upstream {theirs:.1f} ms "
+                  f"(upstream / engine {theirs / ours:.2f})")  # fmt: skip
+        rows = chunk_costs(engine, cloned, tokens=300)
+        cells = "; ".join(f"chunk {k}: {a * 1000:.0f} / {c * 1000:.0f} ms" for k, (a, _, c) in enumerate(rows))
+        table.add(f"{precision}: token-to-wave per 50-token chunk, engine / upstream token2wav: {cells}")
+        table.add("\n| precision | path | requests at once | first audio, median (max) | aggregate RTF |")
+        table.add("| --- | --- | --- | --- | --- |")
+        runs = [
+            ("engine, streaming, built-in voice", levels, lambda i: engine_run(engine, builtin, True, i)),
+            ("engine, streaming, cloned voice", levels[:1], lambda i: engine_run(engine, cloned, True, i)),
+            ("engine, stream=false", levels[-1:], lambda i: engine_run(engine, builtin, False, i)),
+            ("upstream inference_sft(stream=True)", levels, lambda i: upstream_run(engine, SPEAKER, True)),
+            ("upstream inference_zero_shot(stream=True)", levels[:1], lambda i: upstream_run(engine, "bench", True)),
+            ("upstream inference_sft(stream=False)", levels, lambda i: upstream_run(engine, SPEAKER, False)),
+        ]  # fmt: skip
+        for label, counts, job in runs:
+            for n in counts:
+                engine._model.model.token_hop_len = 25  # upstream grows it on the model and never resets it
+                figures = at_once(n, job)
+                table.add(f"| {precision} | {label} | {n} | {figures['first']:.2f} s ({figures['first_max']:.2f} s) "
+                          f"| {figures['rtf']:.3f} |")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--size", choices=("tiny", "full"), default="full")
+    parser.add_argument("--generations", type=int, nargs="+", default=[2, 3])
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
+    args = parser.parse_args()
+    from app.engines.cosyvoice import import_upstream
+
+    source = Path(os.environ["COSYVOICE_SRC"])
+    import_upstream(source)
+    table = Table(args.out)
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    table.add(f"## {time.strftime('%Y-%m-%d')}, {device}, torch {torch.__version__}")
+    for generation in args.generations:
+        measure(generation, args.size, args.levels, table, source)
+
+
+if __name__ == "__main__":
+    main()
