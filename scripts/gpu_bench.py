@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import engine_bench  # noqa: E402
 import torch  # noqa: E402
 from engine_bench import (  # noqa: E402
     SPEAKER,
@@ -33,6 +34,8 @@ from engine_bench import (  # noqa: E402
     synthetic_prompt,
     upstream_run,
 )
+
+SHORT_TEXT = "今天天气很好，我们去散步。"  # 12 characters: the device's minutes are few
 
 
 class Table:
@@ -53,7 +56,7 @@ def set_fp16(engine, on: bool) -> None:
     engine.pipeline.lm.fp16 = on
 
 
-def measure(generation: int, size: str, levels: list[int], table: Table, source: Path) -> None:
+def load(generation: int, size: str, table: Table, source: Path):
     from app.engines.cosyvoice import CosyVoiceEngine
     from tests.models import cached_model
 
@@ -64,35 +67,39 @@ def measure(generation: int, size: str, levels: list[int], table: Table, source:
     loaded = time.perf_counter() - started - built
     cloned = engine.make_voice("The quick brown fox jumps over the lazy dog.", synthetic_prompt())
     engine._model.frontend.spk2info["bench"] = dict(cloned)
+    table.add(f"CosyVoice{generation} ({size}): model built in {built:.0f} s, loaded in {loaded:.0f} s")
+    return engine, cloned
+
+
+def measure(engine, cloned: dict, fp16: bool, levels: list[int], table: Table) -> None:
+    set_fp16(engine, fp16)
     builtin = engine._model.frontend.spk2info[SPEAKER]
-    table.add(f"\n### CosyVoice{generation} ({size}; model built in {built:.0f} s, loaded in {loaded:.0f} s)\n")
-    for fp16 in (False, True):
-        set_fp16(engine, fp16)
-        precision = "fp16 (autocast)" if fp16 else "fp32"
-        engine_run(engine, builtin, True, 0)  # warm-up: CUDA kernels, cuBLAS handles
-        upstream_run(engine, SPEAKER, False)
-        ours, theirs = llm_steps(engine)
-        table.add(f"{precision}: LLM decode step: engine {ours:.1f} ms, upstream {theirs:.1f} ms "
-                  f"(upstream / engine {theirs / ours:.2f})")  # fmt: skip
-        rows = chunk_costs(engine, cloned, tokens=300)
-        cells = "; ".join(f"chunk {k}: {a * 1000:.0f} / {c * 1000:.0f} ms" for k, (a, _, c) in enumerate(rows))
-        table.add(f"{precision}: token-to-wave per 50-token chunk, engine / upstream token2wav: {cells}")
-        table.add("\n| precision | path | requests at once | first audio, median (max) | aggregate RTF |")
-        table.add("| --- | --- | --- | --- | --- |")
-        runs = [
-            ("engine, streaming, built-in voice", levels, lambda i: engine_run(engine, builtin, True, i)),
-            ("engine, streaming, cloned voice", levels[:1], lambda i: engine_run(engine, cloned, True, i)),
-            ("engine, stream=false", levels[-1:], lambda i: engine_run(engine, builtin, False, i)),
-            ("upstream inference_sft(stream=True)", levels, lambda i: upstream_run(engine, SPEAKER, True)),
-            ("upstream inference_zero_shot(stream=True)", levels[:1], lambda i: upstream_run(engine, "bench", True)),
-            ("upstream inference_sft(stream=False)", levels, lambda i: upstream_run(engine, SPEAKER, False)),
-        ]  # fmt: skip
-        for label, counts, job in runs:
-            for n in counts:
-                engine._model.model.token_hop_len = 25  # upstream grows it on the model and never resets it
-                figures = at_once(n, job)
-                table.add(f"| {precision} | {label} | {n} | {figures['first']:.2f} s ({figures['first_max']:.2f} s) "
-                          f"| {figures['rtf']:.3f} |")  # fmt: skip
+    name = f"CosyVoice{engine.generation} {'fp16 (autocast)' if fp16 else 'fp32'}"
+    engine_run(engine, builtin, True, 0)  # warm-up: CUDA kernels, cuBLAS handles
+    upstream_run(engine, SPEAKER, False)
+    ours, theirs = llm_steps(engine)
+    table.add(f"\n### {name}\n\nLLM decode step: engine {ours:.1f} ms, upstream {theirs:.1f} ms "
+              f"(upstream / engine {theirs / ours:.2f})")  # fmt: skip
+    rows = chunk_costs(engine, cloned, tokens=300)
+    cells = "; ".join(f"{k}: {a * 1000:.0f} / {c * 1000:.0f}" for k, (a, _, c) in enumerate(rows))
+    table.add(f"\ntoken-to-wave ms per 50-token chunk k, engine / upstream token2wav: {cells}")
+    table.add("\n| path | requests at once | first audio, median (max) | aggregate RTF |")
+    table.add("| --- | --- | --- | --- |")
+    high = levels[-1:]
+    runs = [
+        ("engine, streaming, built-in voice", levels, lambda i: engine_run(engine, builtin, True, i)),
+        ("engine, streaming, cloned voice", levels[:1], lambda i: engine_run(engine, cloned, True, i)),
+        ("upstream inference_sft(stream=True)", levels[:1] + high, lambda i: upstream_run(engine, SPEAKER, True)),
+        ("upstream inference_zero_shot(stream=True)", levels[:1], lambda i: upstream_run(engine, "bench", True)),
+        ("upstream inference_sft(stream=False)", levels[:1] + high, lambda i: upstream_run(engine, SPEAKER, False)),
+    ]  # fmt: skip
+    for label, counts, job in runs:
+        for n in counts:
+            engine._model.model.token_hop_len = 25  # upstream grows it on the model and never resets it
+            figures = at_once(n, job)
+            table.add(
+                f"| {label} | {n} | {figures['first']:.2f} s ({figures['first_max']:.2f} s) | {figures['rtf']:.3f} |"
+            )
 
 
 def main() -> None:
@@ -101,16 +108,20 @@ def main() -> None:
     parser.add_argument("--size", choices=("tiny", "full"), default="full")
     parser.add_argument("--generations", type=int, nargs="+", default=[2, 3])
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--text", default=SHORT_TEXT)
     args = parser.parse_args()
+    engine_bench.TEXT = args.text
     from app.engines.cosyvoice import import_upstream
 
     source = Path(os.environ["COSYVOICE_SRC"])
     import_upstream(source)
     table = Table(args.out)
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
-    table.add(f"## {time.strftime('%Y-%m-%d')}, {device}, torch {torch.__version__}")
-    for generation in args.generations:
-        measure(generation, args.size, args.levels, table, source)
+    table.add(f"## {time.strftime('%Y-%m-%d')}, {device}, torch {torch.__version__}, text: {engine_bench.TEXT}")
+    loaded = [load(generation, args.size, table, source) for generation in args.generations]
+    for fp16 in (False, True):  # both generations in fp32 first: a run cut short keeps the most useful rows
+        for engine, cloned in loaded:
+            measure(engine, cloned, fp16, args.levels, table)
 
 
 if __name__ == "__main__":

@@ -116,8 +116,8 @@ class HiftV3:
         self.mel: torch.Tensor | None = None  # the last frames of mel (window material)
         self.first = 0  # absolute index of self.mel's first frame
         self.sent = 0  # frames of audio sent
-        self.sums = torch.zeros(1, 0, hift.m_source.l_sin_gen.harmonic_num + 1, dtype=torch.float64)
-        self.summed = 0  # frames whose phase increments are in self.sums (its last MARGIN + 16 rows kept)
+        self.sums: torch.Tensor | None = None  # running phase sums per frame, double precision (last rows)
+        self.summed = 0  # frames whose phase increments are summed (the last MARGIN + 16 sums kept)
 
     @torch.inference_mode()
     def __call__(self, mel: torch.Tensor, finalize: bool, speed: float = 1.0) -> torch.Tensor:
@@ -145,9 +145,10 @@ class HiftV3:
         """The running phase sum (in cycles) at each window frame: kept sums, then new increments added on."""
         rads = frame_rads(self.hift, f0[:, None])  # (1, window frames, harmonics)
         new = rads[:, self.summed - start : ready - start].to(torch.float64)
-        carried = self.sums[:, -1:] if self.sums.shape[1] else torch.zeros_like(new[:, :1])
+        kept = self.sums if self.sums is not None else new[:, :0]
+        carried = kept[:, -1:] if kept.shape[1] else torch.zeros_like(new[:, :1])
         added = torch.cumsum(torch.cat([carried, new], dim=1), dim=1)[:, 1:]
-        sums = torch.cat([self.sums, added], dim=1)
+        sums = torch.cat([kept, added], dim=1)
         phase = sums[:, start - (ready - sums.shape[1]) :]
         self.sums, self.summed = sums[:, -(MARGIN + 16) :], ready
         return phase.to(rads.dtype)
