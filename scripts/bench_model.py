@@ -166,7 +166,7 @@ def peak_rss() -> str:
     return f"{kb / 2**20:.1f} GiB"
 
 
-def measure(generation: int, source: Path | None, skip: set[str]) -> None:
+def measure(generation: int, source: Path | None, skip: set[str], size: str) -> None:
     from app.engines.cosyvoice import import_upstream
     from tests.audio_utils import wav
     from tests.conftest import EN_PROMPT, spoken
@@ -175,9 +175,9 @@ def measure(generation: int, source: Path | None, skip: set[str]) -> None:
 
     import_upstream(source)
     started = time.perf_counter()
-    cached = cached_model(generation, "full")
+    cached = cached_model(generation, size)
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"== CosyVoice{generation}, full size ({cached}, ready in {time.perf_counter() - started:.0f} s), {device}")
+    print(f"== CosyVoice{generation}, {size} size ({cached}, ready in {time.perf_counter() - started:.0f} s), {device}")
     figures: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = working_copy(cached, Path(tmp) / "model")
@@ -239,17 +239,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generations", type=int, nargs="+", default=[2, 3], choices=(2, 3))
     parser.add_argument("--skip", nargs="*", default=[], choices=PHASES)
+    parser.add_argument("--size", choices=("full", "tiny"), default="full", help="tiny: a quick check of the script")
     parser.add_argument("--one", type=int, choices=(2, 3), help=argparse.SUPPRESS)  # the per-model child
     args = parser.parse_args()
     source = Settings().src
     if args.one:
-        measure(args.one, source, set(args.skip))
+        measure(args.one, source, set(args.skip), args.size)
         return
     for generation in args.generations:
         if generation == 3 and source is None:
             print("== CosyVoice3 needs upstream's code: set COSYVOICE_SRC (make install-cosyvoice fetches it)")
             continue
-        subprocess.run([sys.executable, __file__, "--one", str(generation), "--skip", *args.skip], check=False)
+        child = [sys.executable, __file__, "--one", str(generation), "--size", args.size, "--skip", *args.skip]
+        subprocess.run(child, check=False)
 
 
 if __name__ == "__main__":
