@@ -16,7 +16,7 @@ export COSYVOICE_COMMIT
 WITH_UPSTREAM = src=$${COSYVOICE_SRC:-$$(cat $(VENV)/cosyvoice-src 2>/dev/null)}; env $${src:+COSYVOICE_SRC=$$src}
 LANES := fr-infer-cv2 upstream-cv2 upstream-cv3
 
-.PHONY: install install-cosyvoice browser run test lint bench bench-model soak load-test clean $(LANES:%=test-lane-%)
+.PHONY: install install-cosyvoice browser run test lint bench bench-model gpu-bundle soak load-test clean $(LANES:%=test-lane-%)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -101,6 +101,11 @@ load-test: install
 # the service beside upstream's own non-streaming path, in one run. Takes about half an hour on 2 cores.
 bench-model: install-cosyvoice
 	$(WITH_UPSTREAM) $(BIN)/python scripts/bench_model.py
+
+# For a GPU machine that reaches no network: the engine's wheels for Python 3.12 and upstream's package into
+# .gpu/ (git ignores it); there, with .gpu carried along: `OUT=<dir> bash scripts/gpu_bench.sh`
+gpu-bundle: install-cosyvoice
+	$(WITH_UPSTREAM) bash scripts/gpu_bundle.sh $(VENV)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache data

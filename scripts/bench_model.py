@@ -35,7 +35,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import CLIENT, http_run  # noqa: E402
-from engine_bench import SPEAKER, TEXT, V3_SYSTEM, chunk_costs, concurrently, llm_steps, upstream_run  # noqa: E402
+from engine_bench import (  # noqa: E402
+    SPEAKER,
+    TEXT,
+    V3_SYSTEM,
+    chunk_costs,
+    concurrently,
+    llm_steps,
+    tail_difference,
+    upstream_run,
+)
 
 from app.config import Settings  # noqa: E402
 
@@ -63,6 +72,10 @@ def parts_phase(engine, voice: dict, figures: dict) -> None:
         print(f"    {k:5d}  {chunked:19.2f} s  {whole:29.2f} s  {upstream:16.2f} s")
     totals = [sum(column) for column in zip(*rows, strict=True)]
     print(f"    total  {totals[0]:19.2f} s  {totals[1]:29.2f} s  {totals[2]:16.2f} s", flush=True)
+    tail = tail_difference(engine, voice)
+    print(f"  the last chunk ({tail['tokens']} tokens), COSYVOICE_STREAM_TAIL=chunked against upstream's: mel max "
+          f"|difference| {tail['mel_max']:.3f}, RMS difference {tail['mel_rms_ratio']:.1%} of the mel's deviation; "
+          f"audio RMS difference {tail['audio_rms_ratio']:.1%} of the audio's RMS", flush=True)  # fmt: skip
 
 
 # -- the service over HTTP --------------------------------------------------------------------------------
@@ -181,6 +194,8 @@ def measure(generation: int, source: Path | None, skip: set[str], size: str) -> 
     figures: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = working_copy(cached, Path(tmp) / "model")
+        if "server" not in skip and source is not None:  # first: its own copy of the model, nothing else loaded
+            server_phase(model_dir, source, generation, figures)
         settings = Settings(
             engine="cosyvoice", model_dir=model_dir, data_dir=Path(tmp) / "data", src=source,
             queue_timeout_seconds=3600, stall_timeout_seconds=3600, fp16=os.environ.get("COSYVOICE_FP16") == "true",
@@ -206,8 +221,6 @@ def measure(generation: int, source: Path | None, skip: set[str], size: str) -> 
             if "upstream" not in skip:
                 upstream_phase(engine, voice, figures)
         print(f"  peak RSS of this process (service and upstream in-process): {peak_rss()}")
-        if "server" not in skip and source is not None:
-            server_phase(model_dir, source, generation, figures)
     summary(figures)
 
 

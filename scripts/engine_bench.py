@@ -70,13 +70,11 @@ def chunk_costs(engine, voice: dict, tokens: int = 400, hop: int = 50) -> list[t
     the flow over the prompt and every token so far at every chunk)."""
     from app.engines.cosyvoice.llm import LMInput, TokenStream
     from app.engines.cosyvoice.pipeline import StreamOptions, Utterance
-    from app.engines.cosyvoice.vocoder import HiftV2, HiftV3
 
     pipeline, model = engine.pipeline, engine._model.model
     speech = torch.randint(0, 6561, (1, tokens), generator=torch.Generator().manual_seed(0), dtype=torch.int32)
-    empty = torch.zeros(1, 0, dtype=torch.int32)
     prompt, feat, embedding = voice["flow_prompt_speech_token"], voice["prompt_speech_feat"], voice["flow_embedding"]
-    utterance = Utterance(LMInput(empty, empty, empty), prompt, feat, embedding)
+    utterance = Utterance(LMInput.empty(), prompt, feat, embedding)
     kept, ours = pipeline.options, {}
     for tail in ("chunked", "full"):
         pipeline.options = StreamOptions(hop, hop, tail, kept.prompt_cache_bytes)
@@ -84,11 +82,7 @@ def chunk_costs(engine, voice: dict, tokens: int = 400, hop: int = 50) -> list[t
         for token in speech[0].tolist():
             stream.put(token)
         stream.finish()
-        if pipeline.causal_vocoder:
-            vocoder = HiftV3(pipeline.hift)
-        else:
-            vocoder = HiftV2(pipeline.hift, pipeline.generators(0).vocoder)
-        ours[tail], started = [], time.perf_counter()
+        vocoder, ours[tail], started = _vocoder(pipeline), [], time.perf_counter()
         for _ in pipeline._stream(utterance, stream, vocoder, bool):
             synchronize()
             ours[tail].append(time.perf_counter() - started)
@@ -175,3 +169,43 @@ def synthetic_prompt(seconds: float = 5.0):
     wide = (0.8 * wave / np.abs(wave).max()).astype(np.float32)
     narrow = soxr.resample(wide, WIDE_RATE, PROMPT_RATE).astype(np.float32)
     return PromptAudio(samples=narrow, speech_seconds=seconds, wideband=wide)
+
+
+def tail_difference(engine, voice: dict, tokens: int = 200) -> dict:
+    """How far the chunked last chunk (COSYVOICE_STREAM_TAIL=chunked: the streaming flow) is from upstream's
+    (its non-streaming flow over the whole utterance), on the same tokens: the last chunk's mel and audio."""
+    from app.engines.cosyvoice.llm import LMInput
+    from app.engines.cosyvoice.pipeline import Utterance, _ChunkedStream, _upstream_flow
+
+    pipeline = engine.pipeline
+    speech = torch.randint(0, 6561, (1, tokens), generator=torch.Generator().manual_seed(1), dtype=torch.int32)
+    speech = speech.to(pipeline.device)
+    prompt, feat, embedding = voice["flow_prompt_speech_token"], voice["prompt_speech_feat"], voice["flow_embedding"]
+    utterance = Utterance(LMInput.empty(), prompt, feat, embedding)
+    cuts = list(range(25 + -prompt.shape[1] % pipeline.chunk, tokens - 23, 50))  # 50-token chunks, then the rest
+    results = {}
+    with torch.inference_mode(), torch.autocast("cuda", enabled=pipeline.fp16):  # as the pipeline's flow runs
+        for tail in ("full", "chunked"):
+            stream, vocoder, previous = _ChunkedStream(pipeline, utterance), _vocoder(pipeline), 0
+            for cut in cuts:
+                vocoder(stream(speech[:, previous:cut], speech[:, cut : cut + 3]), finalize=False)
+                previous = cut
+            if tail == "full":
+                mel = _upstream_flow(pipeline.flow, speech, utterance, streaming=False, finalize=True)
+                mel = mel[:, :, previous * pipeline.flow.token_mel_ratio :]
+            else:
+                mel = stream(speech[:, previous:], None)
+            results[tail] = (mel, vocoder(mel, finalize=True).reshape(-1))
+    (mel_full, wave_full), (mel_chunked, wave_chunked) = results["full"], results["chunked"]
+    return {
+        "tokens": tokens - previous,
+        "mel_max": float((mel_full - mel_chunked).abs().max()),
+        "mel_rms_ratio": float((mel_full - mel_chunked).pow(2).mean().sqrt() / mel_full.std()),
+        "audio_rms_ratio": float((wave_full - wave_chunked).pow(2).mean().sqrt() / wave_full.pow(2).mean().sqrt()),
+    }
+
+
+def _vocoder(pipeline):
+    from app.engines.cosyvoice.vocoder import HiftV2, HiftV3
+
+    return HiftV3(pipeline.hift) if pipeline.causal_vocoder else HiftV2(pipeline.hift, pipeline.generators(0).vocoder)

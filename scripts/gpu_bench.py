@@ -32,6 +32,7 @@ from engine_bench import (  # noqa: E402
     engine_run,
     llm_steps,
     synthetic_prompt,
+    tail_difference,
     upstream_run,
 )
 
@@ -83,6 +84,9 @@ def measure(engine, cloned: dict, fp16: bool, levels: list[int], table: Table) -
     rows = chunk_costs(engine, cloned, tokens=300)
     cells = "; ".join(f"{k}: {a * 1000:.0f} / {c * 1000:.0f}" for k, (a, _, c) in enumerate(rows))
     table.add(f"\ntoken-to-wave ms per 50-token chunk k, engine / upstream token2wav: {cells}")
+    tail = tail_difference(engine, cloned)
+    table.add(f"\nlast chunk, chunked against upstream's: mel RMS difference {tail['mel_rms_ratio']:.1%} of its "
+              f"deviation, audio RMS difference {tail['audio_rms_ratio']:.1%}")  # fmt: skip
     table.add("\n| path | requests at once | first audio, median (max) | aggregate RTF |")
     table.add("| --- | --- | --- | --- |")
     high = levels[-1:]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare what the GPU benchmark (scripts/gpu_bench.sh) needs on a bare CUDA machine with Python 3.12 and
 # torch (a device machine that reaches no registry): the engine's pure-Python needs and the versions it pins,
-# as cp312 wheels, and upstream CosyVoice's package at the pinned commit. Written to .gpu/ (ignored by git).
+# as cp312 wheels, and upstream CosyVoice's package at the pinned commit. Written to .gpu/ (git ignores it).
 #
 #   usage: scripts/gpu_bundle.sh [VENV]     (COSYVOICE_SRC: the upstream checkout; default the recorded one)
 set -euo pipefail
@@ -11,7 +11,6 @@ SRC=${COSYVOICE_SRC:-$(cat "$VENV/cosyvoice-src" 2>/dev/null || true)}
 [ -f "$SRC/cosyvoice/cli/cosyvoice.py" ] || { echo "set COSYVOICE_SRC to upstream's checkout" >&2; exit 1; }
 OUT=$HERE/.gpu
 rm -rf "$OUT" && mkdir -p "$OUT/wheels" "$OUT/upstream"
-grep -qx '/.gpu/' "$HERE/.git/info/exclude" 2>/dev/null || echo '/.gpu/' >> "$HERE/.git/info/exclude"
 
 # Not in the device's image (or there in another version): what the engine, upstream's modules and the
 # model builder import, pinned as requirements-cosyvoice.txt and pyproject.toml pin them.

@@ -346,20 +346,87 @@ def test_a_seed_gives_the_same_audio_whatever_runs_beside_it(cv_engine, cloned):
     assert not np.array_equal(results[10], alone)
 
 
-def test_the_prefix_copy_leaves_the_kept_one_untouched(cv_engine, cloned):
+def _flow_utterance(voice: dict):
     from app.engines.cosyvoice.llm import LMInput
     from app.engines.cosyvoice.pipeline import Utterance
 
-    empty = torch.zeros(1, 0, dtype=torch.int32)
-    utterance = Utterance(
-        LMInput(empty, empty, empty), cloned["flow_prompt_speech_token"], cloned["prompt_speech_feat"],
-        cloned["flow_embedding"],
-    )  # fmt: skip
-    first: FlowPrefix = cv_engine.pipeline.prefix(utterance)
-    size = first.nbytes()
-    _engine_audio(cv_engine, SynthesisRequest(Mode.ZERO_SHOT, TEXT, voice=cloned, seed=4))
-    again = cv_engine.pipeline.prefix(utterance)
-    assert again.tokens == first.tokens and again.nbytes() == size
+    return Utterance(
+        LMInput.empty(), voice["flow_prompt_speech_token"], voice["prompt_speech_feat"], voice["flow_embedding"]
+    )
+
+
+def _prefix_tensors(prefix: FlowPrefix) -> list[torch.Tensor]:
+    """Everything a prefix holds: each store's keys and values up to its length, and each convolution tail."""
+    held = []
+    for state in [prefix.encoder, *prefix.steps]:
+        for store in state.attention.values():
+            held += [store._keys[:, :, : store.length].clone(), store._values[:, :, : store.length].clone()]
+        held += [tail.clone() for tail in state.tails.values()]
+    return held
+
+
+def test_the_prefix_copy_leaves_the_kept_one_untouched(cv_engine, cloned):
+    utterance = _flow_utterance(cloned)
+    before = _prefix_tensors(cv_engine.pipeline.prefix(utterance))
+    assert len(before) > 20
+    _engine_audio(cv_engine, SynthesisRequest(Mode.ZERO_SHOT, TWO_SENTENCES, voice=cloned, seed=4))
+    after = _prefix_tensors(cv_engine.pipeline.prefix(utterance))
+    assert len(after) == len(before)
+    assert all(torch.equal(a, b) for a, b in zip(after, before, strict=True))
+
+
+def test_a_prefix_over_the_cache_budget_is_run_for_each_stream(cv_engine, cloned, caplog):
+    """Not kept (with a warning naming the setting), not copied, and the audio the same as from the cache."""
+    request = SynthesisRequest(Mode.ZERO_SHOT, TEXT, voice=cloned, seed=3)
+    cached = np.concatenate(_engine_audio(cv_engine, request))
+    cv_engine.pipeline.prompts = PromptCache(budget=1 << 10)
+    for _ in range(2):
+        assert np.array_equal(np.concatenate(_engine_audio(cv_engine, request)), cached)
+    assert cv_engine.pipeline.prompts.nbytes == 0 and cv_engine.pipeline.prompts.misses == 2
+    warnings = [r.getMessage() for r in caplog.records if "COSYVOICE_PROMPT_CACHE_MB" in r.getMessage()]
+    assert len(warnings) == 2 and "MiB" in warnings[0]
+
+
+def test_a_failing_token_to_wave_stage_stops_the_llm(cv_engine, cloned, monkeypatch):
+    """The LLM stage ends when the consumer fails: here it would otherwise decode forever."""
+    pipeline = cv_engine.pipeline
+
+    def endless(request, generator):
+        while True:
+            yield 7
+
+    def failing(vocoder, mel, finalize, speed=1.0):
+        raise RuntimeError("the vocoder broke")
+
+    monkeypatch.setattr(pipeline.lm, "tokens", endless)
+    monkeypatch.setattr(pipeline, "_vocode", failing)
+    outcome = []
+
+    def speak():
+        try:
+            list(pipeline.speak(_flow_utterance(cloned), pipeline.generators(1), stream=True))
+        except RuntimeError as exc:
+            outcome.append(str(exc))
+
+    thread = threading.Thread(target=speak, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive() and outcome == ["the vocoder broke"]
+    assert not [t for t in threading.enumerate() if t.name == "cosyvoice-llm"]
+
+
+@pytest.mark.parametrize("static_chunk_size", [None, 0])
+def test_an_estimator_without_a_chunk_size_streams_with_upstreams_hop(cv_engine, monkeypatch, static_chunk_size):
+    """TensorRT's estimator wrapper has no static_chunk_size: the stream takes upstream's token_hop_len (25)."""
+    from app.engines.cosyvoice.pipeline import Pipeline
+
+    estimator = cv_engine._model.model.flow.decoder.estimator
+    if static_chunk_size is None:
+        monkeypatch.delattr(estimator, "static_chunk_size")
+    else:
+        monkeypatch.setattr(estimator, "static_chunk_size", static_chunk_size)
+    pipeline = Pipeline(cv_engine._model.model, StreamOptions(), unchunked="TensorRT in this test")
+    assert pipeline.chunk == 25 and pipeline.chunked is None
 
 
 def test_the_prompt_cache_keeps_the_most_recent_within_its_budget():
@@ -387,3 +454,20 @@ def test_a_flow_without_chunks_streams_as_upstream_does(cv_engine, cloned, lane)
     cv_engine.pipeline = Pipeline(cv_engine._model.model, options, unchunked="forced by the test")
     assert cv_engine.pipeline.chunked is None
     test_token_to_wave_is_upstreams_on_every_lane(cv_engine, cloned, lane)
+
+
+def test_the_stream_settings_reach_the_engine_and_bad_ones_stop_it(cv_settings, monkeypatch):
+    from app.config import Settings
+    from app.engines import load_engine
+    from app.engines.cosyvoice import EngineStartError
+
+    for name, value in {"STREAM_FIRST_HOP": "50", "STREAM_MAX_HOP": "200", "STREAM_TAIL": "chunked"}.items():
+        monkeypatch.setenv(f"COSYVOICE_{name}", value)
+    monkeypatch.setenv("COSYVOICE_PROMPT_CACHE_MB", "1.5")
+    where = {"model_dir": cv_settings.model_dir, "data_dir": cv_settings.data_dir, "src": cv_settings.src}
+    pipeline = load_engine(Settings(engine="cosyvoice", **where)).engine.pipeline
+    assert pipeline.options == StreamOptions(50, 200, "chunked", int(1.5 * 2**20))
+    assert pipeline.prompts.budget == int(1.5 * 2**20)
+    monkeypatch.setenv("COSYVOICE_STREAM_FIRST_HOP", "30")  # not a multiple of the model's 25-token chunk
+    with pytest.raises(EngineStartError, match=r"first_hop \(30 tokens\) is not a multiple of the model's chunk"):
+        load_engine(Settings(engine="cosyvoice", **where))

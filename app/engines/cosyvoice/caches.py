@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 
 class KeyValues:
-    """Keys and values of one attention layer, grown in place (capacity doubles: no copy per chunk)."""
+    """Keys and values of one attention layer, grown in place: capacity grows by half (a copy now and then,
+    not at every chunk, and at most a third of the memory unused)."""
 
     def __init__(self):
         self._keys: torch.Tensor | None = None
@@ -22,7 +23,7 @@ class KeyValues:
         """Append (batch, heads, frames, dim) keys and values; return all of them so far."""
         end = self.length + keys.shape[2]
         if self._keys is None or end > self._keys.shape[2]:
-            self._grow(keys, max(end, 2 * self.length))
+            self._grow(keys, max(end, self.length * 3 // 2))
         self._keys[:, :, self.length : end] = keys
         self._values[:, :, self.length : end] = values
         self.length = end
@@ -37,11 +38,12 @@ class KeyValues:
         self._keys, self._values = keys, values
 
     def copy(self) -> "KeyValues":
-        """An independent copy holding exactly what is stored (for a request starting from a shared prefix)."""
+        """An independent copy of what is stored, with room to grow (a request starting from a voice's prefix)."""
         other = KeyValues()
         if self._keys is not None:
-            other._keys = self._keys[:, :, : self.length].clone()
-            other._values = self._values[:, :, : self.length].clone()
+            other._grow(self._keys, self.length * 3 // 2 + 64)
+            other._keys[:, :, : self.length] = self._keys[:, :, : self.length]
+            other._values[:, :, : self.length] = self._values[:, :, : self.length]
             other.length = self.length
         return other
 
@@ -73,7 +75,7 @@ class ChunkState:
         if tail is None:
             tail = x.new_zeros(*x.shape[:2], context)
         joined = torch.cat([tail, x], dim=2)
-        self.tails[name] = joined[:, :, -context:]
+        self.tails[name] = joined[:, :, -context:].clone()  # not a view holding all of ``joined``
         return joined
 
     def copy(self) -> "ChunkState":

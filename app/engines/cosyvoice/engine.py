@@ -7,8 +7,7 @@ inspecting the installed code). What it takes care of:
 - text: upstream's normalisation and sentence splitting run here, before upstream sees the text, so
   that CosyVoice3's ``<|endofprompt|>`` (which switches them off inside upstream) can be added to every
   sentence that needs it, and long text streams sentence by sentence on both generations;
-- voices: each request passes a fresh copy of its voice under a key of its own (upstream's frontend
-  mutates cached entries and reads instruct2's instruction from the cached prompt);
+- voices: a request's voice is read, never changed (instruct2's instruction goes into a copy of it);
 - synthesis: upstream's modules (LLM, flow, HiFT) and weights, driven by the service's own loop
   (``pipeline.py``), not by ``CosyVoice2Model.tts``: the LLM stage without its discarded text head, a
   chunked flow whose work per chunk is bounded, a voice's prompt run once and kept, no polling; each
@@ -134,7 +133,7 @@ class CosyVoiceEngine:
         problem = self.voice_problem(entry)
         if problem:  # never save a voice this engine would then refuse
             raise VoiceRejected(f"the model made a voice it cannot use ({problem})")
-        self.pipeline.warm(self._flow_prompt(entry, LMInput(*(torch.zeros(1, 0, dtype=torch.int32),) * 3)))
+        self.pipeline.warm(self._flow_prompt(entry, LMInput.empty()))
         return entry
 
     def voice_problem(self, profile: object) -> str | None:

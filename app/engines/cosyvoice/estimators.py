@@ -35,21 +35,25 @@ def _resnet(state: ChunkState, name: str, resnet, x: torch.Tensor, t: torch.Tens
     return h + resnet.res_conv(x)
 
 
-def _transformer(state: ChunkState, name: str, block, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """matcha's BasicTransformerBlock (layer norms, self-attention, feed-forward) over new frames."""
-    attn = block.attn1
-    normed = block.norm1(x)
-    batch = x.shape[0]
-    query, key, value = attn.to_q(normed), attn.to_k(normed), attn.to_v(normed)
-    head_dim = key.shape[-1] // attn.heads
+def _attend(store, attn, query, key, value, mask) -> torch.Tensor:
+    """Multi-head attention of new frames against every frame kept in ``store`` and themselves, through the
+    block's own projections out (diffusers' AttnProcessor2_0 and the DiT's AttnProcessor alike)."""
+    batch, head_dim = query.shape[0], key.shape[-1] // attn.heads
 
     def heads(t: torch.Tensor) -> torch.Tensor:
         return t.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
 
-    keys, values = state.keys_values(name).extend(heads(key), heads(value))
-    out = F.scaled_dot_product_attention(heads(query), keys, values, attn_mask=bias, dropout_p=0.0)
+    keys, values = store.extend(heads(key), heads(value))
+    out = F.scaled_dot_product_attention(heads(query), keys, values, attn_mask=mask, dropout_p=0.0)
     out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
-    x = attn.to_out[1](attn.to_out[0](out)) + x
+    return attn.to_out[1](attn.to_out[0](out))
+
+
+def _transformer(state: ChunkState, name: str, block, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """matcha's BasicTransformerBlock (layer norms, self-attention, feed-forward) over new frames."""
+    attn, normed = block.attn1, block.norm1(x)
+    query, key, value = attn.to_q(normed), attn.to_k(normed), attn.to_v(normed)
+    x = _attend(state.keys_values(name), attn, query, key, value, bias) + x
     return block.ff(block.norm3(x)) + x
 
 
@@ -101,21 +105,12 @@ def unet_is_chunkable(est) -> str | None:
 def _dit_attention(state: ChunkState, name: str, attn, x, rope, visible) -> torch.Tensor:
     from x_transformers.x_transformers import apply_rotary_pos_emb
 
-    batch = x.shape[0]
     query, key, value = attn.to_q(x), attn.to_k(x), attn.to_v(x)
     freqs, scale = rope
     query_scale, key_scale = (scale, scale**-1.0) if scale is not None else (1.0, 1.0)
     query = apply_rotary_pos_emb(query, freqs, query_scale)
     key = apply_rotary_pos_emb(key, freqs, key_scale)
-    head_dim = key.shape[-1] // attn.heads
-
-    def heads(t: torch.Tensor) -> torch.Tensor:
-        return t.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-
-    keys, values = state.keys_values(name).extend(heads(key), heads(value))
-    out = F.scaled_dot_product_attention(heads(query), keys, values, attn_mask=visible, dropout_p=0.0)
-    out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
-    return attn.to_out[1](attn.to_out[0](out))
+    return _attend(state.keys_values(name), attn, query, key, value, visible)
 
 
 def _position_convs(state: ChunkState, embed, x: torch.Tensor) -> torch.Tensor:

@@ -31,8 +31,9 @@ def _rel_attention(state: ChunkState, name: str, attn, x: torch.Tensor, pos_enc,
     keys, values = state.keys_values(name).extend(key, value)
     new, total = x.shape[1], keys.shape[2]
     pos_enc.extend_pe(x.new_empty(1, total))
-    center = pos_enc.pe.size(1) // 2  # relative position 0; positive (keys to the left) below it
-    pos = pos_enc.pe[:, center - total + 1 : center + new]  # relative positions total-1 .. -(new-1)
+    pe = pos_enc.pe  # read once: another stream may extend the table (a new, larger tensor) meanwhile
+    center = pe.size(1) // 2  # relative position 0; positive (keys to the left) below it
+    pos = pe[:, center - total + 1 : center + new]  # relative positions total-1 .. -(new-1)
     p = attn.linear_pos(pos).view(1, -1, attn.h, attn.d_k).transpose(1, 2)
     query = query.transpose(1, 2)
     with_u = (query + attn.pos_bias_u).transpose(1, 2)

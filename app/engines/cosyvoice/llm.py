@@ -36,6 +36,11 @@ class LMInput:
     prompt_text: torch.Tensor  # (1, m): the voice's transcript, or an instruction (may be empty)
     prompt_speech: torch.Tensor  # (1, k) the voice's speech tokens for the LLM (may be empty)
 
+    @classmethod
+    def empty(cls) -> "LMInput":
+        none = torch.zeros(1, 0, dtype=torch.int32)
+        return cls(none, none, none)
+
 
 class LMFailure(RuntimeError):
     """The LLM stage failed; ``__cause__`` is what it raised."""
@@ -84,6 +89,8 @@ class SpeechLM:
         self.top_k = sampling.keywords.get("top_k", 25)
         self.win_size = sampling.keywords.get("win_size", 10)
         self.tau_r = sampling.keywords.get("tau_r", 0.1)
+        # as upstream's llm_context: the LLM's kernels queue on a CUDA stream of their own, beside the flow's
+        self.cuda_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
 
     @property
     def device(self) -> torch.device:
@@ -93,7 +100,8 @@ class SpeechLM:
         """Decode ``request`` into ``out`` (the LLM thread's body); ends early once ``stop()`` is true."""
         silent_run = 0
         try:
-            with torch.autocast("cuda", enabled=self.fp16 and not hasattr(self.llm, "vllm")):
+            autocast = torch.autocast("cuda", enabled=self.fp16 and not hasattr(self.llm, "vllm"))
+            with torch.cuda.stream(self.cuda_stream), autocast:
                 for token in self.tokens(request, generator):
                     if stop():
                         break
@@ -154,6 +162,8 @@ class SpeechLM:
 
         empty = torch.zeros(0, 192, device=text.device)
         torch.set_rng_state(generator.get_state())  # upstream samples from the global RNG
+        if text.device.type == "cuda":  # where its sampling runs on the GPU
+            torch.cuda.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
         yield from self.llm.inference(
             text=text, text_len=length(text), prompt_text=prompt_text, prompt_text_len=length(prompt_text),
             prompt_speech_token=prompt_speech, prompt_speech_token_len=length(prompt_speech), embedding=empty,

@@ -25,6 +25,8 @@ from app.engines.cosyvoice.vocoder import HiftV2, HiftV3
 
 log = logging.getLogger(__name__)
 
+UPSTREAM_HOP = 25  # upstream's token_hop_len: the tokens in its first chunk, and its flows' chunk
+
 
 @dataclass(frozen=True)
 class Utterance:
@@ -44,7 +46,7 @@ class Generators:
 
 @dataclass(frozen=True)
 class StreamOptions:
-    first_hop: int = 25  # speech tokens in the first chunk (a multiple of the model's chunk, 25)
+    first_hop: int = UPSTREAM_HOP  # speech tokens in the first chunk (a multiple of the model's chunk, 25)
     max_hop: int = 100  # chunks double up to this many tokens
     # the last chunk: "full" as upstream (its non-streaming flow over the whole utterance, O(utterance)),
     # or "chunked" (the streaming flow, like every other chunk; differs from upstream's in that chunk)
@@ -72,16 +74,20 @@ class PromptCache:
             self._entries.move_to_end(key)
             return prefix
 
-    def put(self, key: str, prefix: FlowPrefix) -> None:
+    def put(self, key: str, prefix: FlowPrefix) -> bool:
+        """Keep ``prefix``; False when it alone is over the budget (not kept)."""
         size = prefix.nbytes()
         with self._lock:
-            if key in self._entries or size > self.budget:
-                return
+            if size > self.budget:
+                return False
+            if key in self._entries:
+                return True
             self._entries[key] = prefix
             self._bytes += size
             while self._bytes > self.budget:
                 _, dropped = self._entries.popitem(last=False)
                 self._bytes -= dropped.nbytes()
+        return True
 
     @property
     def nbytes(self) -> int:
@@ -100,10 +106,12 @@ class Pipeline:
     """Upstream's loaded ``CosyVoice2Model`` / ``CosyVoice3Model`` modules, driven by this service's loop."""
 
     def __init__(self, model, options: StreamOptions, fp16: bool = False, unchunked: str | None = None):
-        chunk = model.flow.decoder.estimator.static_chunk_size // model.flow.token_mel_ratio
+        # the flow's chunk in tokens; upstream's token_hop_len (25) where the estimator does not say (TensorRT)
+        frames = getattr(model.flow.decoder.estimator, "static_chunk_size", 0)
+        chunk = frames // model.flow.token_mel_ratio if frames else UPSTREAM_HOP
         for name in ("first_hop", "max_hop"):
             hop = getattr(options, name)
-            if hop <= 0 or hop % max(chunk, 1):
+            if hop <= 0 or hop % chunk:
                 raise ValueError(f"the stream's {name} ({hop} tokens) is not a multiple of the model's chunk ({chunk})")
         if options.max_hop < options.first_hop:
             raise ValueError("the stream's max_hop must be at least its first_hop")
@@ -114,6 +122,8 @@ class Pipeline:
         self.fp16 = fp16 and torch.cuda.is_available()
         self.lm = SpeechLM(model.llm, list(getattr(model, "silent_tokens", [])), fp16)
         self.causal_vocoder = hasattr(model.hift, "conv_pre_look_right")  # CosyVoice3's CausalHiFTGenerator
+        if self.causal_vocoder:
+            HiftV3.check(model.hift)
         self.unchunked = unchunked or chunkable(model.flow)
         self.chunked = None if self.unchunked else ChunkedFlow(model.flow)
         if self.unchunked:
@@ -126,7 +136,8 @@ class Pipeline:
 
     # -- voices ------------------------------------------------------------------------------------------
     def prefix(self, utterance: Utterance) -> FlowPrefix:
-        """A copy of the voice's flow prefix (its prompt's whole chunks run once, then kept)."""
+        """The voice's flow prefix for one stream to extend: its prompt's whole chunks run once, kept in the
+        cache and copied per stream; one too big for the cache is run for each stream."""
         tokens = self.chunked.prefix_tokens(utterance.prompt_tokens.shape[1])
         if tokens == 0:
             return FlowPrefix(0)
@@ -134,13 +145,19 @@ class Pipeline:
         feat = utterance.prompt_feat[:, : tokens * self.chunked.ratio].to(self.device)
         embedding = utterance.embedding.to(self.device)
         key = _fingerprint(prompt, feat, embedding)
-        prefix = self.prompts.get(key)
-        if prefix is None:
-            prefix = FlowPrefix(0)
-            with torch.autocast("cuda", enabled=self.fp16):
-                cond = feat.transpose(1, 2).to(embedding.dtype)
-                self.chunked.run(prefix, prompt[:, :tokens], prompt[:, tokens:], cond, self.chunked.speaker(embedding))
-            self.prompts.put(key, prefix)
+        kept = self.prompts.get(key)
+        if kept is not None:
+            return kept.copy()
+        prefix = FlowPrefix(0)
+        with torch.autocast("cuda", enabled=self.fp16):
+            cond = feat.transpose(1, 2).to(embedding.dtype)
+            self.chunked.run(prefix, prompt[:, :tokens], prompt[:, tokens:], cond, self.chunked.speaker(embedding))
+        if not self.prompts.put(key, prefix):
+            log.warning(
+                "a voice's flow prefix (%d MiB, %d prompt tokens) is over COSYVOICE_PROMPT_CACHE_MB (%d MiB): "
+                "run again for every stream in this voice", prefix.nbytes() >> 20, tokens, self.prompts.budget >> 20,
+            )  # fmt: skip
+            return prefix  # this stream's alone
         return prefix.copy()
 
     def warm(self, utterance: Utterance) -> None:
@@ -246,7 +263,8 @@ class _ChunkedStream:
         device = pipeline.device
         self.prompt = utterance.prompt_tokens.to(device)
         self.feat = utterance.prompt_feat.to(device)
-        self.spks = self.chunked.speaker(utterance.embedding.to(device))
+        with torch.autocast("cuda", enabled=pipeline.fp16):
+            self.spks = self.chunked.speaker(utterance.embedding.to(device))
 
     def __call__(self, tokens: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         ratio, start = self.chunked.ratio, self.prefix.tokens

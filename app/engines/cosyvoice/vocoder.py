@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 SAMPLES_PER_FRAME = 480  # 24 kHz, 50 mel frames per second
 MARGIN = 64  # frames of mel vocoded again before each CosyVoice3 chunk (receptive field ~40)
+SPARE_SUMS = 16  # phase sums kept beyond MARGIN: a chunk's audio stops conv_pre_look_right + 1 frames short
 
 
 def _nsf_source(hift, f0: torch.Tensor, generator: torch.Generator | None, start: int, phase=None):
@@ -108,6 +109,12 @@ class HiftV2:
 class HiftV3:
     """One stream through CosyVoice3's CausalHiFTGenerator; each chunk vocodes MARGIN + new frames."""
 
+    @staticmethod
+    def check(hift) -> None:
+        """Refuse a vocoder whose look-right is past the phase sums a stream keeps (a model-loading error)."""
+        if hift.conv_pre_look_right + 1 > SPARE_SUMS:
+            raise ValueError(f"the vocoder reads {hift.conv_pre_look_right} frames ahead; at most {SPARE_SUMS - 1}")
+
     def __init__(self, hift):
         self.hift = hift
         hift.f0_predictor.to(torch.float64)  # as upstream's inference does: its precision matters when causal
@@ -117,7 +124,7 @@ class HiftV3:
         self.first = 0  # absolute index of self.mel's first frame
         self.sent = 0  # frames of audio sent
         self.sums: torch.Tensor | None = None  # running phase sums per frame, double precision (last rows)
-        self.summed = 0  # frames whose phase increments are summed (the last MARGIN + 16 sums kept)
+        self.summed = 0  # frames whose phase increments are summed (the last MARGIN + SPARE_SUMS sums kept)
 
     @torch.inference_mode()
     def __call__(self, mel: torch.Tensor, finalize: bool, speed: float = 1.0) -> torch.Tensor:
@@ -150,5 +157,5 @@ class HiftV3:
         added = torch.cumsum(torch.cat([carried, new], dim=1), dim=1)[:, 1:]
         sums = torch.cat([kept, added], dim=1)
         phase = sums[:, start - (ready - sums.shape[1]) :]
-        self.sums, self.summed = sums[:, -(MARGIN + 16) :], ready
+        self.sums, self.summed = sums[:, -(MARGIN + SPARE_SUMS) :], ready
         return phase.to(rads.dtype)
