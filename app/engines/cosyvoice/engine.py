@@ -81,12 +81,8 @@ class CosyVoiceEngine:
         self.sample_rate = int(self._model.sample_rate)
         self._takes_paths = "prompt_wav" in inspect.signature(cls.inference_zero_shot).parameters
         self._text_frontend = text_frontend
-        # upstream's TorchScript flow encoder and TensorRT estimator have no chunked form: they stream as
-        # upstream does, every chunk over everything before it
-        replaced = [name for name, on in (("COSYVOICE_LOAD_JIT", load_jit), ("COSYVOICE_LOAD_TRT", load_trt)) if on]
-        unchunked = f"{' and '.join(replaced)} replace flow modules the chunked flow runs" if replaced else None
         try:
-            self.pipeline = Pipeline(self._model.model, stream or StreamOptions(), fp16=fp16, unchunked=unchunked)
+            self.pipeline = Pipeline(self._model.model, stream or StreamOptions(), fp16=fp16)
         except ValueError as exc:  # settings the model cannot stream with (COSYVOICE_STREAM_*), named
             raise EngineStartError(f"CosyVoice{self.generation} from {model_dir}: {exc}") from exc
         frontend, flow = self._model.frontend, self._model.model.flow

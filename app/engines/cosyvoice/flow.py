@@ -13,6 +13,7 @@ Chunks start at multiples of the model's chunk (25 tokens); each chunk but the l
 """
 
 import math
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -22,16 +23,24 @@ from app.engines.cosyvoice.caches import ChunkState, causal_conv, chunk_mask
 from app.engines.cosyvoice.estimators import dit_is_chunkable, dit_step, unet_is_chunkable, unet_step
 
 TIMESTEPS = 10  # upstream's flow.inference: n_timesteps=10
+_POSITIONS = threading.Lock()
 
 
 # -- CosyVoice2's encoder: UpsampleConformerEncoder --------------------------------------------------------
+def _position_table(pos_enc, total: int, like: torch.Tensor) -> torch.Tensor:
+    """Upstream's shared relative position table, at least ``total`` positions each way. Its extend_pe checks
+    then replaces the table unlocked: two streams at once could leave a shorter one than this stream needs."""
+    with _POSITIONS:
+        pos_enc.extend_pe(like.new_empty(1, total))
+        return pos_enc.pe
+
+
 def _rel_attention(state: ChunkState, name: str, attn, x: torch.Tensor, pos_enc, visible) -> torch.Tensor:
     """RelPositionMultiHeadedAttention (ESPnet relative positions) for new positions against all before."""
     query, key, value = attn.forward_qkv(x, x, x)
     keys, values = state.keys_values(name).extend(key, value)
     new, total = x.shape[1], keys.shape[2]
-    pos_enc.extend_pe(x.new_empty(1, total))
-    pe = pos_enc.pe  # read once: another stream may extend the table (a new, larger tensor) meanwhile
+    pe = _position_table(pos_enc, total, x)
     center = pe.size(1) // 2  # relative position 0; positive (keys to the left) below it
     pos = pe[:, center - total + 1 : center + new]  # relative positions total-1 .. -(new-1)
     p = attn.linear_pos(pos).view(1, -1, attn.h, attn.d_k).transpose(1, 2)
@@ -99,10 +108,10 @@ def _v2_is_chunkable(flow) -> str | None:
         return "its flow encoder has macaron or convolution modules"
     if not all(layer.normalize_before for layer in layers) or encoder.global_cmvn is not None:
         return "its flow encoder normalises after its blocks"
-    decoder_chunk = flow.decoder.estimator.static_chunk_size
-    if decoder_chunk != encoder.static_chunk_size * flow.token_mel_ratio:
+    problem = unet_is_chunkable(flow.decoder.estimator)
+    if problem is None and flow.decoder.estimator.static_chunk_size != encoder.static_chunk_size * flow.token_mel_ratio:
         return "its encoder's and decoder's chunks do not line up"
-    return unet_is_chunkable(flow.decoder.estimator)
+    return problem
 
 
 def _encode_v3(flow, state: ChunkState, tokens: torch.Tensor, context, start: int) -> torch.Tensor:
@@ -137,7 +146,12 @@ def _solve(flow, steps: list[ChunkState], mu, spks, cond, start: int) -> torch.T
 
 
 def chunkable(flow) -> str | None:
-    """Why upstream's flow cannot be run chunk by chunk exactly (None when it can)."""
+    """Why upstream's flow cannot be run chunk by chunk exactly (None when it can). Decided from the modules
+    upstream loaded: it keeps its own flow when COSYVOICE_LOAD_JIT/TRT do not apply (no CUDA, CosyVoice3)."""
+    if isinstance(getattr(flow, "encoder", None), torch.jit.ScriptModule):  # CosyVoice3 has none
+        return "COSYVOICE_LOAD_JIT put a TorchScript flow encoder in its place"
+    if not isinstance(flow.decoder.estimator, torch.nn.Module):
+        return "COSYVOICE_LOAD_TRT put a TensorRT estimator in its place"
     if hasattr(flow, "pre_lookahead_layer"):
         return dit_is_chunkable(flow.decoder.estimator)
     return _v2_is_chunkable(flow)

@@ -101,6 +101,8 @@ class SpeechLM:
         silent_run = 0
         try:
             autocast = torch.autocast("cuda", enabled=self.fp16 and not hasattr(self.llm, "vllm"))
+            if self.cuda_stream is not None:  # whatever made the inputs on the default stream is done first
+                self.cuda_stream.wait_stream(torch.cuda.default_stream(self.device))
             with torch.cuda.stream(self.cuda_stream), autocast:
                 for token in self.tokens(request, generator):
                     if stop():
@@ -161,9 +163,9 @@ class SpeechLM:
             return torch.tensor([t.shape[1]], dtype=torch.int32, device=t.device)
 
         empty = torch.zeros(0, 192, device=text.device)
-        torch.set_rng_state(generator.get_state())  # upstream samples from the global RNG
-        if text.device.type == "cuda":  # where its sampling runs on the GPU
+        if text.device.type == "cuda":  # its sampling runs on the GPU (drawn first: the CPU RNG will not move)
             torch.cuda.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+        torch.set_rng_state(generator.get_state())  # upstream samples from the global RNG
         yield from self.llm.inference(
             text=text, text_len=length(text), prompt_text=prompt_text, prompt_text_len=length(prompt_text),
             prompt_speech_token=prompt_speech, prompt_speech_token_len=length(prompt_speech), embedding=empty,

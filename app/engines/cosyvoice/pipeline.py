@@ -75,13 +75,11 @@ class PromptCache:
             return prefix
 
     def put(self, key: str, prefix: FlowPrefix) -> bool:
-        """Keep ``prefix``; False when it alone is over the budget (not kept)."""
+        """Keep ``prefix``; False when it is not kept (over the whole budget, or another is already kept)."""
         size = prefix.nbytes()
         with self._lock:
-            if size > self.budget:
+            if size > self.budget or key in self._entries:
                 return False
-            if key in self._entries:
-                return True
             self._entries[key] = prefix
             self._bytes += size
             while self._bytes > self.budget:
@@ -108,7 +106,9 @@ class Pipeline:
     def __init__(self, model, options: StreamOptions, fp16: bool = False, unchunked: str | None = None):
         # the flow's chunk in tokens; upstream's token_hop_len (25) where the estimator does not say (TensorRT)
         frames = getattr(model.flow.decoder.estimator, "static_chunk_size", 0)
-        chunk = frames // model.flow.token_mel_ratio if frames else UPSTREAM_HOP
+        chunk = frames // model.flow.token_mel_ratio if frames > 0 else UPSTREAM_HOP
+        if chunk < 1:
+            raise ValueError(f"the flow's chunk ({frames} mel frames) is shorter than one speech token")
         for name in ("first_hop", "max_hop"):
             hop = getattr(options, name)
             if hop <= 0 or hop % chunk:
@@ -122,13 +122,12 @@ class Pipeline:
         self.fp16 = fp16 and torch.cuda.is_available()
         self.lm = SpeechLM(model.llm, list(getattr(model, "silent_tokens", [])), fp16)
         self.causal_vocoder = hasattr(model.hift, "conv_pre_look_right")  # CosyVoice3's CausalHiFTGenerator
-        if self.causal_vocoder:
-            HiftV3.check(model.hift)
         self.unchunked = unchunked or chunkable(model.flow)
         self.chunked = None if self.unchunked else ChunkedFlow(model.flow)
         if self.unchunked:
             log.warning("the flow streams as upstream does (each chunk over everything before it): %s", self.unchunked)
         self.prompts = PromptCache(options.prompt_cache_bytes)
+        self._oversize: set[str] = set()  # voices whose prefix was too big to keep (warned once each)
 
     @property
     def device(self) -> torch.device:
@@ -152,17 +151,20 @@ class Pipeline:
         with torch.autocast("cuda", enabled=self.fp16):
             cond = feat.transpose(1, 2).to(embedding.dtype)
             self.chunked.run(prefix, prompt[:, :tokens], prompt[:, tokens:], cond, self.chunked.speaker(embedding))
-        if not self.prompts.put(key, prefix):
+        if self.prompts.put(key, prefix):
+            return prefix.copy()
+        if 0 < self.prompts.budget < prefix.nbytes() and key not in self._oversize:
+            self._oversize.add(key)
             log.warning(
                 "a voice's flow prefix (%d MiB, %d prompt tokens) is over COSYVOICE_PROMPT_CACHE_MB (%d MiB): "
-                "run again for every stream in this voice", prefix.nbytes() >> 20, tokens, self.prompts.budget >> 20,
+                "it is run again for every stream in this voice", prefix.nbytes() >> 20, tokens,
+                self.prompts.budget >> 20,
             )  # fmt: skip
-            return prefix  # this stream's alone
-        return prefix.copy()
+        return prefix  # not kept: this stream's alone
 
     def warm(self, utterance: Utterance) -> None:
         """Run a new voice's prompt into the cache now (when it is made), not at its first request."""
-        if self.chunked is not None:
+        if self.chunked is not None and self.prompts.budget > 0:
             self.prefix(utterance)
 
     # -- speech ------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 
 SAMPLES_PER_FRAME = 480  # 24 kHz, 50 mel frames per second
 MARGIN = 64  # frames of mel vocoded again before each CosyVoice3 chunk (receptive field ~40)
-SPARE_SUMS = 16  # phase sums kept beyond MARGIN: a chunk's audio stops conv_pre_look_right + 1 frames short
 
 
 def _nsf_source(hift, f0: torch.Tensor, generator: torch.Generator | None, start: int, phase=None):
@@ -109,22 +108,19 @@ class HiftV2:
 class HiftV3:
     """One stream through CosyVoice3's CausalHiFTGenerator; each chunk vocodes MARGIN + new frames."""
 
-    @staticmethod
-    def check(hift) -> None:
-        """Refuse a vocoder whose look-right is past the phase sums a stream keeps (a model-loading error)."""
-        if hift.conv_pre_look_right + 1 > SPARE_SUMS:
-            raise ValueError(f"the vocoder reads {hift.conv_pre_look_right} frames ahead; at most {SPARE_SUMS - 1}")
-
     def __init__(self, hift):
         self.hift = hift
         hift.f0_predictor.to(torch.float64)  # as upstream's inference does: its precision matters when causal
         self.lookahead = hift.f0_predictor.condnet[0].causal_padding  # the F0 predictor reads ahead
         self.trimmed = self.lookahead + hift.conv_pre_look_right + 1  # frames a chunk's output stops short of
+        # the next window starts MARGIN frames before the audio sent, which stops look_right + 1 short of the
+        # frames summed: keep the sums from there
+        self.kept_sums = MARGIN + hift.conv_pre_look_right + 1
         self.mel: torch.Tensor | None = None  # the last frames of mel (window material)
         self.first = 0  # absolute index of self.mel's first frame
         self.sent = 0  # frames of audio sent
         self.sums: torch.Tensor | None = None  # running phase sums per frame, double precision (last rows)
-        self.summed = 0  # frames whose phase increments are summed (the last MARGIN + SPARE_SUMS sums kept)
+        self.summed = 0  # frames whose phase increments are summed (the last kept_sums kept)
 
     @torch.inference_mode()
     def __call__(self, mel: torch.Tensor, finalize: bool, speed: float = 1.0) -> torch.Tensor:
@@ -157,5 +153,5 @@ class HiftV3:
         added = torch.cumsum(torch.cat([carried, new], dim=1), dim=1)[:, 1:]
         sums = torch.cat([kept, added], dim=1)
         phase = sums[:, start - (ready - sums.shape[1]) :]
-        self.sums, self.summed = sums[:, -(MARGIN + SPARE_SUMS) :], ready
+        self.sums, self.summed = sums[:, -self.kept_sums :], ready
         return phase.to(rads.dtype)
