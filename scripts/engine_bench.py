@@ -82,7 +82,7 @@ def chunk_costs(engine, voice: dict, tokens: int = 400, hop: int = 50) -> list[t
         for token in speech[0].tolist():
             stream.put(token)
         stream.finish()
-        vocoder, ours[tail], started = _vocoder(pipeline), [], time.perf_counter()
+        vocoder, ours[tail], started = pipeline.vocoder(pipeline.generators(0)), [], time.perf_counter()
         for _ in pipeline._stream(utterance, stream, vocoder, bool):
             synchronize()
             ours[tail].append(time.perf_counter() - started)
@@ -186,7 +186,7 @@ def tail_difference(engine, voice: dict, tokens: int = 200) -> dict:
     results = {}
     with torch.inference_mode(), torch.autocast("cuda", enabled=pipeline.fp16):  # as the pipeline's flow runs
         for tail in ("full", "chunked"):
-            stream, vocoder, previous = _ChunkedStream(pipeline, utterance), _vocoder(pipeline), 0
+            stream, vocoder, previous = _ChunkedStream(pipeline, utterance), pipeline.vocoder(pipeline.generators(0)), 0
             for cut in cuts:
                 vocoder(stream(speech[:, previous:cut], speech[:, cut : cut + 3]), finalize=False)
                 previous = cut
@@ -203,9 +203,3 @@ def tail_difference(engine, voice: dict, tokens: int = 200) -> dict:
         "mel_rms_ratio": float((mel_full - mel_chunked).pow(2).mean().sqrt() / mel_full.std()),
         "audio_rms_ratio": float((wave_full - wave_chunked).pow(2).mean().sqrt() / wave_full.pow(2).mean().sqrt()),
     }
-
-
-def _vocoder(pipeline):
-    from app.engines.cosyvoice.vocoder import HiftV2, HiftV3
-
-    return HiftV3(pipeline.hift) if pipeline.causal_vocoder else HiftV2(pipeline.hift, pipeline.generators(0).vocoder)

@@ -16,6 +16,7 @@ request two generators with that seed, which is what makes the comparison possib
 """
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -281,7 +282,6 @@ def test_token_to_wave_is_upstreams_on_every_lane(cv_engine, cloned, lane):
 
     from app.engines.cosyvoice.llm import LMInput, TokenStream
     from app.engines.cosyvoice.pipeline import Utterance
-    from app.engines.cosyvoice.vocoder import HiftV2
 
     pipeline = cv_engine.pipeline
     if not lane.upstream:
@@ -296,9 +296,7 @@ def test_token_to_wave_is_upstreams_on_every_lane(cv_engine, cloned, lane):
     for token in tokens[0].tolist():
         stream.put(token)
     stream.finish()
-    vocoder = (
-        HiftV3(pipeline.hift) if pipeline.causal_vocoder else HiftV2(pipeline.hift, pipeline.generators(6).vocoder)
-    )
+    vocoder = pipeline.vocoder(pipeline.generators(6))
     ours = [c.reshape(-1).numpy() for c in pipeline._stream(utterance, stream, vocoder, bool)]
     model = _upstream_model(cv_engine)
     set_all_random_seed(6)
@@ -391,8 +389,13 @@ def test_a_failing_token_to_wave_stage_stops_the_llm(cv_engine, cloned, monkeypa
     """The LLM stage ends when the consumer fails: here it would otherwise decode forever."""
     pipeline = cv_engine.pipeline
 
+    produced = []
+
     def endless(request, generator):
-        yield from [7] * 10**6  # bounded: a regression fails the test without filling the memory
+        for _ in range(10**6):  # ~17 minutes at this pace: a stage that never stops fails the join below
+            produced.append(7)
+            time.sleep(0.001)
+            yield 7
 
     def failing(vocoder, mel, finalize, speed=1.0):
         raise RuntimeError("the vocoder broke")
@@ -412,6 +415,7 @@ def test_a_failing_token_to_wave_stage_stops_the_llm(cv_engine, cloned, monkeypa
     thread.start()
     thread.join(timeout=60)
     assert not thread.is_alive() and outcome == ["the vocoder broke"]
+    assert len(produced) < 5_000  # stopped within seconds (its first chunk needs 28)
     assert not [t for t in set(threading.enumerate()) - before if t.name == "cosyvoice-llm"]
 
 

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 
 class KeyValues:
-    """Keys and values of one attention layer, grown in place: capacity grows by half (a copy now and then,
-    not at every chunk, and at most a third of the memory unused)."""
+    """Keys and values of one attention layer, grown in place: capacity grows by half when full (a copy of the
+    store then; at most a third of the memory unused)."""
 
     def __init__(self):
         self._keys: torch.Tensor | None = None

@@ -168,6 +168,10 @@ class Pipeline:
             self.prefix(utterance)
 
     # -- speech ------------------------------------------------------------------------------------------
+    def vocoder(self, generators: "Generators") -> HiftV2 | HiftV3:
+        """One stream's vocoder state (CosyVoice2's draws its noise from the stream's generator)."""
+        return HiftV3(self.hift) if self.causal_vocoder else HiftV2(self.hift, generators.vocoder)
+
     def generators(self, seed: int) -> "Generators":
         """A request's random number generators: one for the LLM's sampling, one for CosyVoice2's vocoder."""
         return Generators(torch.Generator().manual_seed(seed), torch.Generator(device=self.device).manual_seed(seed))
@@ -187,7 +191,7 @@ class Pipeline:
         )  # fmt: skip
         thread.start()
         try:
-            vocoder = HiftV3(self.hift) if self.causal_vocoder else HiftV2(self.hift, generators.vocoder)
+            vocoder = self.vocoder(generators)
             if stream:
                 chunks = self._stream(utterance, tokens, vocoder, cancelled)
             else:
