@@ -58,7 +58,9 @@ class Settings(BaseSettings):
     # API keys: a file of `KEY USER_ID` lines; with it, every request needs a key and acts for its user
     api_keys_file: Path | None = None
 
-    max_concurrency: int = Field(4, ge=1)
+    max_concurrency: int = Field(4, ge=1)  # syntheses at once; with CosyVoice, its LLM's batch
+    # CosyVoice: every request's LLM steps batched in one forward (False: a thread per request, as before)
+    batching: bool = True
     max_queued: int = Field(16, ge=0)  # requests waiting for a synthesis slot; beyond it, 429 at once
     queue_timeout_seconds: float = Field(30.0, gt=0)  # the longest wait for a slot (expected or real)
     stall_timeout_seconds: float = Field(60.0, gt=0)

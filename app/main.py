@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         quiet_accept_errors(asyncio.get_running_loop())
-        loaded = load_engine(settings)
+        loaded = load_engine(settings, observer=metrics)
         synthesizer = Synthesizer(
             loaded.engine,
             settings.max_concurrency,

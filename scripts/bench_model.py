@@ -5,25 +5,27 @@ CosyVoice2-0.5B and Fun-CosyVoice3-0.5B (tests/models: the same compute per toke
 they stop at a realistic length, about 6 speech tokens per Chinese character, see tests/models/stopping.py)
 and measures, for each in a process of its own:
 
-- parts: one LLM decode step (the engine's, without the text head, against upstream's
-  ``forward_one_step``); the cost of token-to-wave chunk k against k for a cloned voice, 50-token chunks,
-  the engine's chunked flow against upstream's ``token2wav`` (which runs the flow over everything so far);
-- the service over HTTP (uvicorn in this process, default settings): first byte of a built-in and a cloned
-  voice at concurrency 1 and 4; aggregate real-time factor at 1, 2 and 4, streaming (default) and not, and
-  streaming with ``COSYVOICE_STREAM_TAIL=chunked``;
-- upstream in this process, on the same loaded model: ``inference_*(stream=True)`` (the loop this service
-  ran before), first chunk of the same two voices at 1 and 4; ``inference_sft(stream=False)`` at 1, 2, 4;
-- upstream's runtime server (``runtime/python/fastapi/server.py``, started as its README says, in a process
-  of its own) at 1, 2 and 4.
+- parts: one LLM decode step, upstream's ``forward_one_step`` against the engine's batched step for 1, 2, 4
+  and 8 requests, and one prompt piece (what a joining request costs the others);
+- concurrency: the service over HTTP (uvicorn in this process, ``COSYVOICE_MAX_CONCURRENCY=8``), ``/tts``
+  streaming a built-in voice at 1, 2, 4 and 8 requests at once, the LLM batched (default) and in a thread
+  per request (the loop before batching): audio seconds per wall second, first byte p50 / p95;
+- server: upstream's runtime server (``runtime/python/fastapi/server.py``, started as its README says, in a
+  process of its own) at the same levels;
+- and, asked for by name (issue 17's figures): chunks, the cost of token-to-wave chunk k against k for a
+  cloned voice (the engine's chunked flow against upstream's ``token2wav``) and the chunked tail's
+  difference; service, first byte of a built-in and a cloned voice at 1 and 4 and real-time factors
+  streaming and not; upstream, upstream's ``inference_*`` in this process on the same loaded model.
 
-Usage: ``make bench-model`` or ``python scripts/bench_model.py --generations 2 3 [--skip server]``. Prints;
-asserts nothing. On a GPU (CUDA available) the same phases run there; ``scripts/gpu_bench.sh`` is the
+Usage: ``make bench-model`` or ``python scripts/bench_model.py --generations 2 3 --phases parts server``.
+Prints; asserts nothing. On a GPU (CUDA available) the same phases run there; ``scripts/gpu_bench.sh`` is the
 device machine's entry point.
 """
 
 import argparse
 import dataclasses
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,8 +50,9 @@ from engine_bench import (  # noqa: E402
 
 from app.config import Settings  # noqa: E402
 
-LEVELS = (1, 2, 4)
-PHASES = ("parts", "service", "upstream", "server")
+LEVELS = (1, 2, 4, 8)
+PHASES = ("parts", "concurrency", "server", "chunks", "service", "upstream")
+DEFAULT_PHASES = ("parts", "concurrency", "server")
 
 
 def line(label: str, n: int, wall: float, firsts: list[float], audio: float) -> float:
@@ -59,11 +62,21 @@ def line(label: str, n: int, wall: float, firsts: list[float], audio: float) -> 
     return rtf
 
 
+def percentile(values: list[float], p: int) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, -(-p * len(ordered) // 100) - 1))]  # nearest rank
+
+
 # -- parts ------------------------------------------------------------------------------------------
-def parts_phase(engine, voice: dict, figures: dict) -> None:
-    ours, theirs = llm_steps(engine)
-    figures["llm"] = (ours, theirs)
-    print(f"  LLM decode step: engine {ours:.0f} ms, upstream {theirs:.0f} ms ({theirs / ours - 1:+.0%})", flush=True)
+def parts_phase(engine, figures: dict) -> None:
+    steps = figures["llm"] = llm_steps(engine)
+    batches = [key for key in steps if isinstance(key, int)]
+    cells = ", ".join(f"{b}: {steps[b]:.0f} ms ({steps[b] / b:.0f} per request)" for b in batches)
+    print(f"  LLM decode step: upstream {steps['upstream']:.0f} ms for one request; engine batched {cells}; "
+          f"one prompt piece of 64 positions {steps['piece']:.0f} ms", flush=True)  # fmt: skip
+
+
+def chunks_phase(engine, voice: dict) -> None:
     prompt = voice["flow_prompt_speech_token"].shape[1]
     print(f"  token-to-wave per chunk, cloned voice ({prompt} prompt tokens), 50-token chunks, 400 tokens:")
     print("    chunk  engine (chunked last)  engine (upstream's whole last)  upstream token2wav")
@@ -79,6 +92,27 @@ def parts_phase(engine, voice: dict, figures: dict) -> None:
 
 
 # -- the service over HTTP --------------------------------------------------------------------------------
+def concurrency_phase(url: str, app, figures: dict) -> None:
+    """``/tts`` streaming at each level, the LLM batched and then a thread per request."""
+    engine, synth = app.state.speech.engine, app.state.speech.synthesizer
+    pipeline, body, steps = engine.pipeline, {"tts_text": TEXT, "spk_id": SPEAKER}, []
+    for label, batching in (("batched", True), ("per-request loop", False)):
+        observe = lambda kind, size, seconds: steps.append((kind, size, seconds))  # noqa: E731
+        pipeline.set_batch(dataclasses.replace(pipeline.batch, batching=batching, observe=observe))
+        for n in LEVELS:
+            steps.clear()
+            wall, results = concurrently(n, lambda _: http_run(url, body))
+            audio = sum(r.samples for r in list(synth.recent)[-n:]) / engine.sample_rate
+            firsts = [r[0] for r in results]
+            figures[("throughput", label, n)] = audio / wall
+            figures[("first", label, n)] = (percentile(firsts, 50), percentile(firsts, 95))
+            full = [seconds for kind, size, seconds in steps if kind == "decode" and size == n]
+            p50, p95 = figures[("first", label, n)]
+            step = f"; decode step for {n}: {statistics.median(full) * 1000:.0f} ms" if full and batching else ""
+            print(f"  service /tts {label} x{n}: {audio / wall:.3f} audio s per wall s ({audio:.1f} s in "
+                  f"{wall:.1f} s); first byte p50 {p50:.1f} s, p95 {p95:.1f} s{step}", flush=True)  # fmt: skip
+
+
 def service_phase(url: str, app, figures: dict) -> None:
     engine, synth = app.state.speech.engine, app.state.speech.synthesizer
 
@@ -161,13 +195,10 @@ def server_phase(model_dir: Path, source: Path, generation: int, figures: dict) 
 
             for n in LEVELS:
                 wall, results = concurrently(n, lambda _: call())
-                figures[("server rtf", n)] = line(
-                    "upstream runtime server /inference_sft",
-                    n,
-                    wall,
-                    [r[0] for r in results],
-                    sum(r[1] for r in results),
-                )
+                firsts, audio = [r[0] for r in results], sum(r[1] for r in results)
+                figures[("server rtf", n)] = line("upstream runtime server /inference_sft", n, wall, firsts, audio)
+                figures[("throughput", "server", n)] = audio / wall
+                figures[("first", "server", n)] = (percentile(firsts, 50), percentile(firsts, 95))
         finally:
             server.terminate()
             server.wait(30)
@@ -179,7 +210,7 @@ def peak_rss() -> str:
     return f"{kb / 2**20:.1f} GiB"
 
 
-def measure(generation: int, source: Path | None, skip: set[str], size: str) -> None:
+def measure(generation: int, source: Path | None, phases: set[str], size: str) -> None:
     from app.engines.cosyvoice import import_upstream
     from tests.audio_utils import wav
     from tests.conftest import EN_PROMPT, spoken
@@ -194,11 +225,12 @@ def measure(generation: int, source: Path | None, skip: set[str], size: str) -> 
     figures: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = working_copy(cached, Path(tmp) / "model")
-        if "server" not in skip and source is not None:  # first: its own copy of the model, nothing else loaded
+        if "server" in phases and source is not None:  # first: its own copy of the model, nothing else loaded
             server_phase(model_dir, source, generation, figures)
         settings = Settings(
             engine="cosyvoice", model_dir=model_dir, data_dir=Path(tmp) / "data", src=source,
             queue_timeout_seconds=3600, stall_timeout_seconds=3600, fp16=os.environ.get("COSYVOICE_FP16") == "true",
+            max_concurrency=max(LEVELS),
         )  # fmt: skip
         with live_server(settings) as (url, app):
             engine = app.state.speech.engine
@@ -214,11 +246,15 @@ def measure(generation: int, source: Path | None, skip: set[str], size: str) -> 
             print(f"   {engine.description}; text: {TEXT} ({len(TEXT)} characters)")
             kept = prompts.nbytes / 2**20
             print(f"  clone (5 s prompt; its flow prefix kept, {kept:.0f} MiB): {time.perf_counter() - started:.1f} s")
-            if "parts" not in skip:
-                parts_phase(engine, voice, figures)
-            if "service" not in skip:
+            if "parts" in phases:
+                parts_phase(engine, figures)
+            if "concurrency" in phases:
+                concurrency_phase(url, app, figures)
+            if "chunks" in phases:
+                chunks_phase(engine, voice)
+            if "service" in phases:
                 service_phase(url, app, figures)
-            if "upstream" not in skip:
+            if "upstream" in phases:
                 upstream_phase(engine, voice, figures)
         print(f"  peak RSS of this process (service and upstream in-process): {peak_rss()}")
     summary(figures)
@@ -244,26 +280,37 @@ def summary(figures: dict) -> None:
         print(f"    aggregate RTF x{n}: streaming with the chunked tail / upstream server "
               f"{ratio(('service rtf', 'streaming, tail chunked', n), ('server rtf', n))}")  # fmt: skip
     if "llm" in figures:
-        ours, theirs = figures["llm"]
-        print(f"    LLM decode step: upstream / engine {theirs / ours:.2f}")
+        steps = figures["llm"]
+        print(f"    LLM decode step: upstream / engine {steps['upstream'] / steps[1]:.2f}; the engine's step for "
+              f"8 / for 1: {steps.get(8, float('nan')) / steps[1]:.2f}")  # fmt: skip
+    print(
+        "    requests at once | audio s per wall s: batched / per-request loop / upstream server (batched / "
+        "server) | first byte p50 (p95): batched / per-request loop / server"
+    )
+    for n in LEVELS:
+        cells = [figures.get(("throughput", label, n)) for label in ("batched", "per-request loop", "server")]
+        firsts = [figures.get(("first", label, n)) for label in ("batched", "per-request loop", "server")]
+        speed = " / ".join("-" if c is None else f"{c:.3f}" for c in cells)
+        times = " / ".join("-" if f is None else f"{f[0]:.1f} ({f[1]:.1f})" for f in firsts)
+        print(f"    {n:16d} | {speed} ({ratio(('throughput', 'batched', n), ('throughput', 'server', n))}) | {times}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generations", type=int, nargs="+", default=[2, 3], choices=(2, 3))
-    parser.add_argument("--skip", nargs="*", default=[], choices=PHASES)
+    parser.add_argument("--phases", nargs="+", default=list(DEFAULT_PHASES), choices=PHASES)
     parser.add_argument("--size", choices=("full", "tiny"), default="full", help="tiny: a quick check of the script")
     parser.add_argument("--one", type=int, choices=(2, 3), help=argparse.SUPPRESS)  # the per-model child
     args = parser.parse_args()
     source = Settings().src
     if args.one:
-        measure(args.one, source, set(args.skip), args.size)
+        measure(args.one, source, set(args.phases), args.size)
         return
     for generation in args.generations:
         if generation == 3 and source is None:
             print("== CosyVoice3 needs upstream's code: set COSYVOICE_SRC (make install-cosyvoice fetches it)")
             continue
-        child = [sys.executable, __file__, "--one", str(generation), "--size", args.size, "--skip", *args.skip]
+        child = [sys.executable, __file__, "--one", str(generation), "--size", args.size, "--phases", *args.phases]
         subprocess.run(child, check=False)
 
 

@@ -33,35 +33,55 @@ def concurrently(n: int, job) -> tuple[float, list]:
     return time.perf_counter() - started, results
 
 
-def llm_steps(engine, steps: int = 24) -> tuple[float, float]:
-    """Median ms of one decode step (forward, speech head, sampling), the engine's and upstream's, interleaved."""
+def llm_steps(engine, batches: tuple[int, ...] = (1, 2, 4, 8), steps: int = 12) -> dict:
+    """Median ms of one decode step (forward, speech head, sampling): upstream's ``forward_one_step`` for one
+    request, and the engine's batched step for each batch size (``"upstream"`` and the sizes as keys), and
+    ``"piece"``: one prompt piece of ``PREFILL_PIECE`` positions (what a joining request costs the others)."""
+    from app.engines.cosyvoice.batching import PREFILL_PIECE
+    from app.engines.cosyvoice.llm import Decoding, LMInput, TokenStream
+
     lm, llm = engine.pipeline.lm, engine.pipeline.lm.llm
     text, _ = engine._model.frontend._extract_text_token(TEXT if engine.generation == 2 else V3_SYSTEM + TEXT)
-    device = lm.device
-    empty = torch.zeros(1, 0, dtype=torch.int32, device=device)
-    times: dict[str, list[float]] = {"engine": [], "upstream": []}
-    with torch.inference_mode(), torch.autocast("cuda", enabled=lm.fp16):
-        prompt = lm.prompt(text.to(device), empty, empty)
+    empty = torch.zeros(1, 0, dtype=torch.int32)
+    request, device = LMInput(text, empty, empty), lm.device
+    times: dict = {"upstream": [], "piece": []} | {batch: [] for batch in batches}
+    with lm.context():
+        prompt = lm.prompt(request)
         mask = torch.ones(1, prompt.shape[1], prompt.shape[1], dtype=torch.bool, device=device).tril()
-        _, ours = lm._step(prompt, None)
         _, theirs = llm.llm.forward_one_step(prompt, masks=mask, cache=None)
-        generator = torch.Generator().manual_seed(0)
         one = torch.ones(1, 1, 1, dtype=torch.bool, device=device)
         for i in range(steps):
             step_input = llm.speech_embedding.weight[i + 1].reshape(1, 1, -1)
             synchronize()
-            started = time.perf_counter()
-            hidden, ours = lm._step(step_input, ours)
-            logp = llm.llm_decoder(hidden[:, -1]).log_softmax(dim=-1).squeeze(0)
-            lm._sample(logp.float().cpu(), [], generator, ignore_eos=True)
-            times["engine"].append(time.perf_counter() - started)
             started = time.perf_counter()
             hidden, theirs = llm.llm.forward_one_step(step_input, masks=one, cache=theirs)
             logp = llm.llm_decoder(hidden[:, -1]).log_softmax(dim=-1)
             llm.sampling_ids(logp.squeeze(dim=0), [], 25, ignore_eos=True)
             synchronize()
             times["upstream"].append(time.perf_counter() - started)
-    return statistics.median(times["engine"]) * 1000, statistics.median(times["upstream"]) * 1000
+        for batch in batches:
+            rows = [Decoding(request, torch.Generator().manual_seed(r), TokenStream(), bool) for r in range(batch)]
+            for row in rows:
+                row.min_len = steps + 1  # no stop while measured
+                lm.choose(row, lm.log_probs(lm.prefill(row, 1 << 30))[0])
+            for _ in range(steps):
+                synchronize()
+                started = time.perf_counter()
+                scores = lm.log_probs(lm.decode(rows))
+                for r, row in enumerate(rows):
+                    lm.choose(row, scores[r])
+                synchronize()
+                times[batch].append(time.perf_counter() - started)
+        long = LMInput(torch.cat([text] * 8, dim=1), empty, empty)  # a prompt longer than two pieces
+        for _ in range(3):
+            row = Decoding(long, torch.Generator(), TokenStream(), bool)
+            lm.prefill(row, PREFILL_PIECE)
+            synchronize()
+            started = time.perf_counter()
+            lm.prefill(row, PREFILL_PIECE)
+            synchronize()
+            times["piece"].append(time.perf_counter() - started)
+    return {key: statistics.median(values) * 1000 for key, values in times.items()}
 
 
 def chunk_costs(engine, voice: dict, tokens: int = 400, hop: int = 50) -> list[tuple[float, float, float]]:

@@ -85,7 +85,7 @@ def test_concurrent_streams_keep_their_own_state(cv_settings, male_prompt):
         assert [r.outcome for r in synth.recent] == ["completed"] * 5
         assert first.samples > first.first_chunk_samples  # it really streamed in several chunks
         assert last.first_chunk_samples == first.first_chunk_samples  # the hop length did not creep
-        assert not _llm_threads()
+        assert _no_llm_threads()
 
 
 def test_a_client_leaving_mid_stream_stops_the_llm_stage(cv_settings):
@@ -98,21 +98,21 @@ def test_a_client_leaving_mid_stream_stops_the_llm_stage(cv_settings):
         while (synth.active or _llm_threads()) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert synth.active == 0 and synth.stats.cancelled == 1
-        assert not _llm_threads()
+        assert _no_llm_threads()
 
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_a_failing_llm_stage_is_a_json_error_naming_the_cause(cv, monkeypatch, caplog, stream):
-    qwen = cv.app.state.speech.engine.pipeline.lm.llm.llm.model.model  # Qwen2ForCausalLM.model
-    original, steps = qwen.forward, []
+    norm = cv.app.state.speech.engine.pipeline.lm.llm.llm.model.model.norm  # the Qwen2 model's last layer
+    original, steps = norm.forward, []
 
-    def failing(*args, **kwargs):  # the Qwen2 model fails at its 4th step
+    def failing(*args, **kwargs):  # the Qwen2 model fails at its 4th step (a prefill or a decode step)
         steps.append(1)
         if len(steps) == 4:
             raise RuntimeError("injected LLM failure")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(qwen, "forward", failing)
+    monkeypatch.setattr(norm, "forward", failing)
     body = {"tts_text": TEXT, "spk_id": "中文女", "stream": stream}
     with caplog.at_level(logging.ERROR):
         response = cv.post("/tts", json=body)
@@ -122,7 +122,7 @@ def test_a_failing_llm_stage_is_a_json_error_naming_the_cause(cv, monkeypatch, c
     assert "the LLM stage failed: RuntimeError: injected LLM failure" in caplog.text
     monkeypatch.undo()
     audio(cv.post("/tts", json=body))  # the engine serves the next request
-    assert not _llm_threads()
+    assert _no_llm_threads()
 
 
 def test_the_seed_endpoints_stream_from_the_engine_by_default(cv):
@@ -161,16 +161,16 @@ def test_a_client_leaving_before_the_first_byte_ends_the_llm_at_its_next_token(c
     """With stream=false the first byte waits for the whole sentence; a client that leaves before it
     must not keep the LLM busy until then."""
     with live_server(cv_settings) as (url, app):
-        lm, synth = app.state.speech.engine.pipeline.lm, app.state.speech.synthesizer
-        original, tokens = lm.tokens, []
+        from app.engines.cosyvoice.llm import TokenStream
 
-        def counting(*args, **kwargs):
-            for token in original(*args, **kwargs):
-                tokens.append(token)
-                time.sleep(0.02)  # a step of a real model, not the tiny one's 1 ms
-                yield token
+        synth, original, tokens = app.state.speech.synthesizer, TokenStream.put, []
 
-        monkeypatch.setattr(lm, "tokens", counting)
+        def counting(stream, token):
+            tokens.append(token)
+            time.sleep(0.02)  # a step of a real model, not the tiny one's 1 ms
+            original(stream, token)
+
+        monkeypatch.setattr(TokenStream, "put", counting)
         sentence = TWO_SENTENCES.split(". ")[0] + "."
         body = json.dumps({"tts_text": sentence, "spk_id": "英文男", "stream": False}).encode()
         host, port = url.removeprefix("http://").split(":")
@@ -193,3 +193,11 @@ def test_a_client_leaving_before_the_first_byte_ends_the_llm_at_its_next_token(c
 
 def _llm_threads() -> list:
     return [t for t in threading.enumerate() if t.name == "cosyvoice-llm"]
+
+
+def _no_llm_threads(within: float = 5.0) -> bool:
+    """No LLM thread is left (the batching scheduler's ends once it has no request, a moment after the last)."""
+    deadline = time.monotonic() + within
+    while _llm_threads() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not _llm_threads()

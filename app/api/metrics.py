@@ -1,7 +1,8 @@
 """Prometheus metrics (prometheus-client, one registry per app) and the probes: /metrics, /ready.
 
-``Metrics`` is the core's observer (streams that ended, requests refused for load, storage failures) and an ASGI
-middleware counting every HTTP request and WebSocket session by route template and status.
+``Metrics`` is the core's observer (streams that ended, requests refused for load, storage failures), the
+engine's (its batched LLM steps) and an ASGI middleware counting every HTTP request and WebSocket session by
+route template and status.
 """
 
 import asyncio
@@ -69,6 +70,19 @@ class Metrics:
         self.storage_errors = Counter(
             "cosyvoice_storage_errors", "Storage and voice-table failures, by kind", ["kind"], **into
         )
+        self.llm_batch = Histogram(
+            "cosyvoice_llm_batch_size",
+            "Requests in each batched LLM decode step",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64),
+            **into,
+        )
+        self.llm_step_seconds = Histogram(
+            "cosyvoice_llm_step_seconds",
+            "Time of each LLM step: a batched decode step, or a piece of a new request's prompt (prefill)",
+            ["kind"],
+            buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+            **into,
+        )
         active = Gauge("cosyvoice_syntheses_active", "Syntheses holding an engine slot", **into)
         active.set_function(lambda: self.speech.synthesizer.active if self.speech else 0)
         queued = Gauge("cosyvoice_syntheses_queued", "Requests waiting for an engine slot", **into)
@@ -85,6 +99,11 @@ class Metrics:
             self.first_audio_seconds.observe(record.first_chunk_seconds)
         if record.outcome == "completed" and record.audio_seconds > 0:
             self.rtf.observe(record.seconds / record.audio_seconds)
+
+    def engine_step(self, kind: str, size: int, seconds: float) -> None:
+        if kind == "decode":
+            self.llm_batch.observe(size)
+        self.llm_step_seconds.labels(kind).observe(seconds)
 
     def rejected(self, reason: str) -> None:
         self.rejections.labels(reason).inc()

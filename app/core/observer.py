@@ -18,6 +18,11 @@ class StreamRecord:
     audio_seconds: float
 
 
+class EngineObserver(Protocol):
+    def engine_step(self, kind: str, size: int, seconds: float) -> None:
+        """One step of an engine's batched stage: ``decode`` (size: the batch) or ``prefill`` (positions)."""
+
+
 class Observer(Protocol):
     def stream_ended(self, record: StreamRecord) -> None: ...
 

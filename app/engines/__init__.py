@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import Settings
+from app.core.observer import EngineObserver
 from app.engines.base import SpeechEngine
 from app.engines.model_dir import cosyvoice_generation
 
@@ -18,7 +19,7 @@ class LoadedEngine:
     reason: str  # why this engine was chosen, for the log and /health
 
 
-def load_engine(settings: Settings) -> LoadedEngine:
+def load_engine(settings: Settings, observer: EngineObserver | None = None) -> LoadedEngine:
     choice = settings.engine
     if choice == "auto":
         if cosyvoice_generation(settings.model_dir) is not None:
@@ -29,8 +30,9 @@ def load_engine(settings: Settings) -> LoadedEngine:
         reason = f"configured: COSYVOICE_ENGINE={choice}"
     log.info("speech engine: %s (%s)", choice, reason)
     if choice == "cosyvoice":
-        from app.engines.cosyvoice import CosyVoiceEngine, StreamOptions
+        from app.engines.cosyvoice import BatchOptions, CosyVoiceEngine, StreamOptions
 
+        observing = {} if observer is None else {"observe": observer.engine_step}
         stream = StreamOptions(
             first_hop=settings.stream_first_hop,
             max_hop=settings.stream_max_hop,
@@ -46,6 +48,7 @@ def load_engine(settings: Settings) -> LoadedEngine:
             load_vllm=settings.load_vllm,
             text_frontend=settings.text_frontend,
             stream=stream,
+            batch=BatchOptions(settings.max_concurrency, settings.batching, **observing),
         )
         return LoadedEngine(engine, settings.model_dir, reason)
     from app.engines.espeak import EspeakEngine

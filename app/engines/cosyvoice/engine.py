@@ -30,7 +30,7 @@ from app.core.errors import EngineFailure, Invalid
 from app.core.text import split_sentences
 from app.engines.base import MODE_LABELS, Mode, SynthesisRequest, VoiceRejected
 from app.engines.cosyvoice.llm import LMFailure, LMInput
-from app.engines.cosyvoice.pipeline import Generators, Pipeline, StreamOptions, Utterance
+from app.engines.cosyvoice.pipeline import BatchOptions, Generators, Pipeline, StreamOptions, Utterance
 from app.engines.cosyvoice.upstream import (
     GET_UPSTREAM,
     GET_WEIGHTS,
@@ -61,6 +61,7 @@ class CosyVoiceEngine:
         load_vllm: bool = False,
         text_frontend: bool = True,
         stream: StreamOptions | None = None,
+        batch: BatchOptions | None = None,
     ):
         if not model_dir.is_dir():
             raise EngineStartError(f"the model dir {model_dir} does not exist; {GET_WEIGHTS}")
@@ -82,7 +83,7 @@ class CosyVoiceEngine:
         self._takes_paths = "prompt_wav" in inspect.signature(cls.inference_zero_shot).parameters
         self._text_frontend = text_frontend
         try:
-            self.pipeline = Pipeline(self._model.model, stream or StreamOptions(), fp16=fp16)
+            self.pipeline = Pipeline(self._model.model, stream or StreamOptions(), fp16, batch=batch or BatchOptions())
         except ValueError as exc:  # settings the model cannot stream with (COSYVOICE_STREAM_*), named
             raise EngineStartError(f"CosyVoice{self.generation} from {model_dir}: {exc}") from exc
         frontend, flow = self._model.frontend, self._model.model.flow

@@ -1,12 +1,14 @@
-"""One sentence through the two stages: the LLM stage in a thread of its own, token-to-wave as tokens arrive.
+"""One sentence through the two stages: the LLM stage (batched across requests), token-to-wave as tokens arrive.
 
 Streaming follows upstream's chunk schedule (``CosyVoice2Model.tts(stream=True)``): the first chunk is
 ``first_hop`` tokens plus what aligns the prompt and the chunk with the model's 25-token chunks, each
 next chunk twice the last up to ``max_hop``, and every chunk but the last waits for the look-ahead tokens
-after it. The token-to-wave stage waits on the LLM stage's ``TokenStream`` (no polling) and runs each
-chunk through the chunked flow (``flow.py``: bounded work per chunk, a voice's prompt run once and kept in
-``PromptCache``) and a vocoder that keeps what it needs (``vocoder.py``). Not streaming is upstream's
-non-streaming path: the whole utterance through the flow with full attention, then the vocoder.
+after it. Every request's LLM stage runs in one ``batching.Scheduler`` per model (or, for comparison and
+for upstream's own loop under vLLM, in a thread per request). The token-to-wave stage waits on the LLM
+stage's ``TokenStream`` (no polling) and runs each chunk through the chunked flow (``flow.py``: bounded work
+per chunk, a voice's prompt run once and kept in ``PromptCache``) and a vocoder that keeps what it needs
+(``vocoder.py``). Not streaming is upstream's non-streaming path: the whole utterance through the flow with
+full attention, then the vocoder.
 """
 
 import hashlib
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from app.engines.cosyvoice.batching import Scheduler, StepObserver, unobserved
 from app.engines.cosyvoice.flow import ChunkedFlow, FlowPrefix, chunkable
 from app.engines.cosyvoice.llm import LMInput, SpeechLM, TokenStream
 from app.engines.cosyvoice.vocoder import HiftV2, HiftV3
@@ -52,6 +55,13 @@ class StreamOptions:
     # or "chunked" (the streaming flow, like every other chunk; differs from upstream's in that chunk)
     tail: str = "full"
     prompt_cache_bytes: int = 2 << 30  # voices' flow prefixes kept, least recently used dropped first
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    max_batch: int = 4  # requests decoded together (the service's COSYVOICE_MAX_CONCURRENCY)
+    batching: bool = True  # False: each request decodes alone in a thread of its own (the loop before batching)
+    observe: StepObserver = unobserved  # told each step's kind, size and seconds (the /metrics door)
 
 
 class PromptCache:
@@ -103,7 +113,14 @@ def _fingerprint(*tensors: torch.Tensor) -> str:
 class Pipeline:
     """Upstream's loaded ``CosyVoice2Model`` / ``CosyVoice3Model`` modules, driven by this service's loop."""
 
-    def __init__(self, model, options: StreamOptions, fp16: bool = False, unchunked: str | None = None):
+    def __init__(
+        self,
+        model,
+        options: StreamOptions,
+        fp16: bool = False,
+        unchunked: str | None = None,
+        batch: BatchOptions = BatchOptions(),  # noqa: B008 - frozen
+    ):
         # the flow's chunk in tokens; upstream's token_hop_len (25) where the estimator does not say (TensorRT)
         frames = getattr(model.flow.decoder.estimator, "static_chunk_size", 0)
         chunk = frames // model.flow.token_mel_ratio if frames > 0 else UPSTREAM_HOP
@@ -121,6 +138,7 @@ class Pipeline:
         self.flow, self.hift = model.flow, model.hift
         self.fp16 = fp16 and torch.cuda.is_available()
         self.lm = SpeechLM(model.llm, list(getattr(model, "silent_tokens", [])), fp16)
+        self.set_batch(batch)
         self.causal_vocoder = hasattr(model.hift, "conv_pre_look_right")  # CosyVoice3's CausalHiFTGenerator
         self.unchunked = unchunked or chunkable(model.flow)
         self.chunked = None if self.unchunked else ChunkedFlow(model.flow)
@@ -132,6 +150,13 @@ class Pipeline:
     @property
     def device(self) -> torch.device:
         return next(self.flow.parameters()).device
+
+    def set_batch(self, options: BatchOptions) -> None:
+        """How the LLM stage runs from the next request on: one scheduler for all, or a thread per request
+        (upstream's own loop, under vLLM or the fr-infer wheel, always the latter)."""
+        self.batch = options
+        batched = options.batching and self.lm.own_loop
+        self.scheduler = Scheduler(self.lm, options.max_batch, observe=options.observe) if batched else None
 
     # -- voices ------------------------------------------------------------------------------------------
     def prefix(self, utterance: Utterance) -> FlowPrefix:
@@ -185,11 +210,7 @@ class Pipeline:
         cancelled: Callable[[], bool] = bool,
     ) -> Iterator[np.ndarray]:
         tokens, stop = TokenStream(), threading.Event()
-        thread = threading.Thread(
-            target=self.lm.run, args=(utterance.lm, generators.llm, tokens, lambda: stop.is_set() or cancelled()),
-            name="cosyvoice-llm", daemon=True,
-        )  # fmt: skip
-        thread.start()
+        self._decode(utterance.lm, generators.llm, tokens, lambda: stop.is_set() or cancelled())
         try:
             vocoder = self.vocoder(generators)
             if stream:
@@ -200,7 +221,16 @@ class Pipeline:
                 yield chunk.reshape(-1).float().cpu().numpy()
         finally:
             stop.set()
-            thread.join()
+            tokens.wait_closed()  # the LLM stage has dropped this request (its slot is free)
+
+    def _decode(self, request: LMInput, generator: torch.Generator, out: TokenStream, stop) -> None:
+        if self.scheduler is not None:
+            self.scheduler.submit(request, generator, out, stop)
+        elif self.lm.own_loop:  # unbatched: a scheduler of its own, whose thread ends with the request
+            Scheduler(self.lm, 1, observe=self.batch.observe).submit(request, generator, out, stop)
+        else:
+            args = (request, generator, out, stop)
+            threading.Thread(target=self.lm.run_upstream, args=args, name="cosyvoice-llm", daemon=True).start()
 
     def _stream(self, utterance: Utterance, tokens: TokenStream, vocoder, cancelled) -> Iterator[torch.Tensor]:
         flow = _ChunkedStream(self, utterance) if self.chunked else _RecomputedStream(self.flow, utterance)

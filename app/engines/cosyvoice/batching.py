@@ -1,0 +1,151 @@
+"""Continuous batching of the LLM stage: one thread steps every active request's decode in one forward.
+
+A decode step of the 0.5 B LLM reads all its weights to make one token; for several requests at once it
+reads them once (``SpeechLM.decode``), so a step for four costs little more than a step for one. Requests
+join and leave between steps:
+
+- a new request's prompt runs (prefill) between decode steps: whole when nothing else is decoding, else in
+  pieces of ``prefill_piece`` positions, one piece per step, so the streams already running wait at most one
+  piece for it (its cost is in the metrics: ``cosyvoice_llm_step_seconds{kind="prefill"}``);
+- a request leaves at the first step after its consumer stops it (a client that left, a failed vocoder):
+  its tokens stop, its keys and values are dropped, its TokenStream is closed;
+- each request keeps its own keys and values, position, sampling window, length limits and generator, so
+  its tokens do not depend on what it is batched with (to floating-point rounding of batched products).
+
+The thread runs while there is work and ends when there is none. Capacity is ``max_batch`` (the service's
+``COSYVOICE_MAX_CONCURRENCY``: its engine slots are what submits here, so nobody waits in this queue).
+"""
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+import torch
+
+from app.engines.cosyvoice.llm import MAX_SILENT, Decoding, LMInput, SpeechLM, TokenStream
+
+log = logging.getLogger(__name__)
+
+PREFILL_PIECE = 64  # prompt positions run per step while others decode (a cloned voice's prompt: ~150-300)
+
+StepObserver = Callable[[str, int, float], None]  # ("decode", batch, seconds) or ("prefill", positions, seconds)
+
+
+def unobserved(kind: str, size: int, seconds: float) -> None:
+    pass
+
+
+class Scheduler:
+    """One per loaded model: the LLM stage of every request, stepped together."""
+
+    def __init__(
+        self,
+        lm: SpeechLM,
+        max_batch: int,
+        prefill_piece: int = PREFILL_PIECE,
+        observe: StepObserver = unobserved,
+        name: str = "cosyvoice-llm",
+    ):
+        if not lm.own_loop:
+            raise ValueError("upstream's own LLM loop (vLLM, the fr-infer wheel) cannot be batched here")
+        self.lm, self.max_batch, self.prefill_piece = lm, max_batch, prefill_piece
+        self.observe, self.name = observe, name
+        self._waiting: deque[Decoding] = deque()
+        self._active: list[Decoding] = []
+        self._prefilling: Decoding | None = None
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, request: LMInput, generator: torch.Generator, out: TokenStream, stop: Callable[[], bool]) -> None:
+        """Decode ``request`` into ``out`` from the next step on, until it ends or ``stop()`` is true."""
+        with self._changed:
+            self._waiting.append(Decoding(request, generator, out, stop))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+                self._thread.start()
+
+    @property
+    def batch(self) -> int:
+        """Requests decoding now (the last step's batch)."""
+        return len(self._active)
+
+    def _run(self) -> None:
+        try:
+            with self.lm.context():
+                while self._admit():
+                    self._step()
+        except BaseException as exc:  # noqa: BLE001 - a bug here must not leave consumers waiting forever
+            log.error("the LLM scheduler failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+            with self._changed:
+                everyone = [*self._active, *self._waiting, *([self._prefilling] if self._prefilling else [])]
+                self._active, self._prefilling, self._thread = [], None, None
+                self._waiting.clear()
+            for decoding in everyone:
+                decoding.out.finish(exc)
+
+    def _admit(self) -> bool:
+        """Drop stopped requests, take the next one to prefill; False (the thread ends) when there is no work."""
+        for decoding in [*self._active, *([self._prefilling] if self._prefilling else [])]:
+            if decoding.stop():
+                self._finish(decoding)
+        with self._changed:
+            while self._waiting and self._waiting[0].stop():
+                self._waiting.popleft().out.finish()
+            room = len(self._active) + (self._prefilling is not None) < self.max_batch
+            if self._prefilling is None and self._waiting and room:
+                self._prefilling = self._waiting.popleft()
+            if not self._active and self._prefilling is None:
+                self._thread = None
+                return False
+        return True
+
+    def _step(self) -> None:
+        decoding = self._prefilling
+        if decoding is not None:
+            most = self.prefill_piece if self._active else 1 << 30  # whole when nobody waits for it
+            try:
+                started, before = time.perf_counter(), decoding.length
+                hidden = self.lm.prefill(decoding, most)
+                self.observe("prefill", decoding.length - before, time.perf_counter() - started)
+                if hidden is not None:
+                    self._prefilling = None
+                    self._active.append(decoding)
+                    self._emit([decoding], hidden)
+            except Exception as exc:  # noqa: BLE001 - this request's failure (its prompt), not the others'
+                self._fail([decoding], exc)
+        batch = [d for d in self._active if d is not decoding]  # it has its token for this step
+        if not batch:
+            return
+        try:
+            started = time.perf_counter()
+            hidden = self.lm.decode(batch)
+            self.observe("decode", len(batch), time.perf_counter() - started)
+            self._emit(batch, hidden)
+        except Exception as exc:  # noqa: BLE001 - the step failed for everyone in it
+            self._fail(batch, exc)
+
+    def _emit(self, batch: list[Decoding], hidden: torch.Tensor) -> None:
+        scores = self.lm.log_probs(hidden)
+        for row, decoding in enumerate(batch):
+            token = self.lm.choose(decoding, scores[row])
+            if token is not None:
+                decoding.silent_run = decoding.silent_run + 1 if token in self.lm.silent else 0
+                if decoding.silent_run <= MAX_SILENT:  # upstream's llm_job drops longer silent runs
+                    decoding.out.put(token)
+            if token is None or decoding.exhausted:
+                self._finish(decoding)
+
+    def _fail(self, batch: list[Decoding], exc: Exception) -> None:
+        log.error("the LLM stage failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        for decoding in batch:
+            self._finish(decoding, exc)
+
+    def _finish(self, decoding: Decoding, error: BaseException | None = None) -> None:
+        if decoding is self._prefilling:
+            self._prefilling = None
+        elif decoding in self._active:
+            self._active.remove(decoding)
+        decoding.layers, decoding.prefill_cache = [], None  # its keys and values go now, not with the stream
+        decoding.out.finish(error)
