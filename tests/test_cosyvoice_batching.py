@@ -1,25 +1,32 @@
-"""The LLM stage batched across requests (app/engines/cosyvoice/batching.py), on each lane's tiny model.
+"""Requests batched together (app/engines/cosyvoice/batching.py), on each lane's tiny model.
 
 A request batched with others gives the tokens and the audio it gives alone; a new request's prompt runs in
 pieces while others decode; a request whose client leaves is dropped at the next step and the others go on;
-without batching every request decodes in a thread of its own, with the same result.
+the flow chunks of streams side by side run in one pass, each stream's mel as alone; without batching every
+request decodes in a thread of its own and runs its flow alone, with the same result.
 """
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import torch
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.audio import prepare_prompt
 from app.engines.base import Mode, SynthesisRequest
+from app.engines.cosyvoice.batching import Gatherer
+from app.engines.cosyvoice.llm import LMInput
+from app.engines.cosyvoice.pipeline import Utterance, _ChunkedStream
 from tests.conftest import EN_PROMPT
 from tests.test_cosyvoice import TEXT, TWO_SENTENCES
 
 pytestmark = pytest.mark.upstream_lane  # the fr-infer wheel's LLM runs upstream's own loop, unbatched
 
 TOLERANCE = 1e-5
+MEL_TOLERANCE = 1e-5
 
 
 @pytest.fixture
@@ -54,9 +61,9 @@ def _tokens_by_seed(pipeline, monkeypatch) -> dict[int, list[int]]:
     return tokens
 
 
-def _steps(scheduler, monkeypatch) -> list[tuple[str, int]]:
+def _steps(batcher, monkeypatch) -> list[tuple[str, int]]:
     steps = []
-    monkeypatch.setattr(scheduler, "observe", lambda kind, size, seconds: steps.append((kind, size)))
+    monkeypatch.setattr(batcher, "observe", lambda kind, size, seconds: steps.append((kind, size)))
     return steps
 
 
@@ -100,6 +107,8 @@ def test_requests_batched_together_speak_as_each_does_alone(cv_engine, cloned, m
     pipeline = cv_engine.pipeline
     pipeline.scheduler.prefill_piece = 8  # a cloned voice's prompt is ~150 positions: many pieces
     tokens, steps = _tokens_by_seed(pipeline, monkeypatch), _steps(pipeline.scheduler, monkeypatch)
+    flows = _steps(pipeline.flows, monkeypatch)
+    monkeypatch.setattr(pipeline.flows, "wait", 1.0)  # a flow batch waits for the others (not for long here)
     requests = _requests(cloned)
     alone = {r.seed: _speak(cv_engine, r) for r in requests}
     alone_tokens = {seed: list(t) for seed, t in tokens.items()}
@@ -112,6 +121,7 @@ def test_requests_batched_together_speak_as_each_does_alone(cv_engine, cloned, m
     assert max(decode) >= 2, decode  # they were decoded together
     pieces = [size for kind, size in steps if kind == "prefill"]
     assert 8 in pieces and max(pieces) > 8  # later prompts ran in pieces between steps; the first whole
+    assert max(size for _, size in flows) >= 2, flows  # their flow chunks ran together too
     assert tokens == alone_tokens
     for seed, audio in together.items():
         _assert_close(audio, alone[seed])
@@ -151,7 +161,7 @@ def test_without_batching_each_request_decodes_alone_to_the_same_audio(cv_engine
     batched = {r.seed: _speak(cv_engine, r) for r in requests}
     settings = cv_settings.model_copy(update={"batching": False})
     engine = load_engine(settings).engine
-    assert engine.pipeline.scheduler is None
+    assert engine.pipeline.scheduler is None and engine.pipeline.flows is None
     threads = []
     original = engine.pipeline.lm.prefill
 
@@ -180,3 +190,112 @@ def test_the_metrics_show_each_steps_batch_and_time(cv):
     assert samples[("cosyvoice_llm_step_seconds_count", "decode")] == steps
     assert samples[("cosyvoice_llm_step_seconds_count", "prefill")] >= 1
     assert 0 < samples[("cosyvoice_llm_step_seconds_sum", "decode")] < 60
+    passes = samples[("cosyvoice_flow_batch_size_count", None)]
+    assert passes >= 2 and samples[("cosyvoice_flow_batch_size_sum", None)] == passes  # a chunk per pass
+    assert samples[("cosyvoice_flow_batch_seconds_count", None)] == passes
+
+
+# -- the flow's chunks, gathered ----------------------------------------------------------------------------
+def _utterance(prompt_tokens: int) -> Utterance:
+    generator = torch.Generator().manual_seed(prompt_tokens)
+    prompt = torch.randint(0, 6561, (1, prompt_tokens), generator=generator, dtype=torch.int32)
+    feat = torch.randn(1, 2 * prompt_tokens, 80, generator=generator) - 4
+    embedding = torch.randn(1, 192, generator=generator)
+    empty = torch.zeros(1, 0, dtype=torch.int32)
+    return Utterance(LMInput(empty, empty, empty), prompt, feat, embedding)
+
+
+def _flow_chunks(pipeline, utterance: Utterance, tokens: torch.Tensor) -> list[torch.Tensor]:
+    """A stream's mel, chunk by chunk as the pipeline cuts it: the first chunk ends on a model chunk (its length
+    depends on the prompt), then 50 tokens, then the rest without look-ahead."""
+    stream = _ChunkedStream(pipeline, utterance)
+    first = 25 + (-utterance.prompt_tokens.shape[1] % 25)
+    cuts = [0, first, first + 50]
+    mels = [stream(tokens[:, a:b], tokens[:, b : b + 3]) for a, b in zip(cuts, cuts[1:], strict=False)]
+    return [*mels, stream(tokens[:, cuts[-1] :], None)]
+
+
+def test_flow_chunks_of_streams_side_by_side_run_in_one_pass_each_as_alone(cv_engine, monkeypatch):
+    """Three streams at different points (prompt tails of 0, 10 and 2 tokens run with the first chunk, chunks of
+    different lengths, different numbers of frames before them) gathered into one pass per round."""
+    pipeline, flows = cv_engine.pipeline, cv_engine.pipeline.flows
+    utterances = [_utterance(p) for p in (0, 60, 77)]
+    generator = torch.Generator().manual_seed(7)
+    tokens = [torch.randint(0, 6561, (1, 110 + 17 * i), generator=generator, dtype=torch.int32) for i in range(3)]
+    monkeypatch.setattr(pipeline, "flows", None)
+    alone = [_flow_chunks(pipeline, u, t) for u, t in zip(utterances, tokens, strict=True)]
+    monkeypatch.setattr(pipeline, "flows", flows)
+    monkeypatch.setattr(flows, "wait", 60.0)  # each pass waits for all three
+    passes = _steps(flows, monkeypatch)
+    ready = threading.Barrier(3)
+
+    def stream(i: int) -> list[torch.Tensor]:
+        with flows.joined():
+            ready.wait()
+            return _flow_chunks(pipeline, utterances[i], tokens[i])
+
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(stream, range(3)))
+    assert passes == [("flow", 3)] * 3
+    for ours, theirs in zip(together, alone, strict=True):
+        assert [m.shape for m in ours] == [m.shape for m in theirs]
+        assert len({m.shape[2] for m in ours}) == 3 and theirs[0].abs().max() > 1  # different lengths, a real mel
+        assert max((a - b).abs().max().item() for a, b in zip(ours, theirs, strict=True)) <= MEL_TOLERANCE
+
+
+def _gathering(max_batch: int, wait: float, fail_on=None) -> tuple[Gatherer, list[list]]:
+    batches = []
+
+    def run(jobs: list) -> list:
+        batches.append(list(jobs))
+        if fail_on in jobs:
+            raise ValueError(f"job {fail_on} is bad")
+        return [job * 10 for job in jobs]
+
+    return Gatherer(run, max_batch, wait, lambda *_: None, "test"), batches
+
+
+def _in_threads(gatherer: Gatherer, jobs: list) -> list:
+    """Each job from a stream of its own, every stream in the stage before any hands its job in."""
+    ready = threading.Barrier(len(jobs))
+
+    def stream(job):
+        with gatherer.joined():
+            ready.wait()
+            try:
+                return gatherer(job)
+            except ValueError as exc:
+                return str(exc)
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        return list(pool.map(stream, jobs))
+
+
+def test_a_stream_alone_never_waits_for_a_batch():
+    gatherer, batches = _gathering(max_batch=4, wait=30.0)
+    started = time.monotonic()
+    with gatherer.joined():
+        assert [gatherer(1), gatherer(2)] == [10, 20]
+    assert gatherer(3) == 30  # nor one outside the stage
+    assert batches == [[1], [2], [3]] and time.monotonic() - started < 15  # not the wait
+
+
+def test_jobs_handed_in_together_run_together_up_to_the_batch():
+    gatherer, batches = _gathering(max_batch=2, wait=30.0)
+    assert _in_threads(gatherer, [1, 2, 3, 4, 5]) == [10, 20, 30, 40, 50]
+    assert sorted(len(batch) for batch in batches) == [1, 2, 2]
+    assert sorted(job for batch in batches for job in batch) == [1, 2, 3, 4, 5]
+
+
+def test_a_stream_that_does_not_hand_in_delays_a_batch_by_the_wait_at_most():
+    gatherer, batches = _gathering(max_batch=4, wait=0.05)
+    with gatherer.joined(), gatherer.joined():  # another stream in the stage, which hands nothing in
+        assert gatherer(1) == 10
+    assert batches == [[1]]
+
+
+def test_a_failed_pass_fails_every_stream_in_it_and_the_next_runs():
+    gatherer, batches = _gathering(max_batch=3, wait=30.0, fail_on=2)
+    assert _in_threads(gatherer, [1, 2, 3]) == ["job 2 is bad"] * 3
+    assert _in_threads(gatherer, [4, 5]) == [40, 50]
+    assert batches[-1] in ([4, 5], [5, 4])

@@ -20,7 +20,8 @@ class StreamRecord:
 
 class EngineObserver(Protocol):
     def engine_step(self, kind: str, size: int, seconds: float) -> None:
-        """One step of an engine's batched stage: ``decode`` (size: the batch) or ``prefill`` (positions)."""
+        """One step of an engine's batched stage: ``decode`` (size: the batch), ``prefill`` (positions) or
+        ``flow`` (the streams whose flow chunks ran in one pass)."""
 
 
 class Observer(Protocol):

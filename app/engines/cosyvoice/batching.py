@@ -1,4 +1,6 @@
-"""Continuous batching of the LLM stage: one thread steps every active request's decode in one forward.
+"""Batching across requests: the LLM stage's continuous batching (``Scheduler``) and the flow's (``Gatherer``).
+
+The LLM stage: one thread steps every active request's decode in one forward.
 
 A decode step of the 0.5 B LLM reads all its weights to make one token; for several requests at once it
 reads them once (``SpeechLM.decode``), so a step for four costs little more than a step for one. Requests
@@ -14,13 +16,19 @@ join and leave between steps:
 
 The thread runs while there is work and ends when there is none. Capacity is ``max_batch`` (the service's
 ``COSYVOICE_MAX_CONCURRENCY``: its engine slots are what submits here, so nobody waits in this queue).
+
+The flow: the streams' token-to-wave stages run in their own threads, and a flow chunk's ODE solve (ten
+estimator passes, the stage's bulk) is handed to a ``Gatherer``, which packs the chunks that arrive within a
+few milliseconds of each other into one pass (``flow.Chunk``, ``caches.Rows``).
 """
 
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
 
 import torch
 
@@ -30,7 +38,8 @@ log = logging.getLogger(__name__)
 
 PREFILL_PIECE = 64  # prompt positions run per step while others decode (a cloned voice's prompt: ~150-300)
 
-StepObserver = Callable[[str, int, float], None]  # ("decode", batch, seconds) or ("prefill", positions, seconds)
+# ("decode", batch, seconds), ("prefill", positions, seconds) or ("flow", streams, seconds)
+StepObserver = Callable[[str, int, float], None]
 
 
 def unobserved(kind: str, size: int, seconds: float) -> None:
@@ -149,3 +158,71 @@ class Scheduler:
             self._active.remove(decoding)
         decoding.layers, decoding.prefill_cache = [], None  # its keys and values go now, not with the stream
         decoding.out.finish(error)
+
+
+class Gatherer:
+    """Runs the jobs that several streams hand in at about the same time as one batch (``run``: jobs to results,
+    in order), for the token-to-wave stage's flow chunks.
+
+    No thread of its own: a stream that hands in a job when no batch is running leads the next one. The leader
+    waits at most ``wait`` seconds for others, and not at all once every stream that could send one has (the
+    streams in the stage, ``joined``), so a stream alone, or the last to arrive, never waits for a batch.
+    """
+
+    def __init__(self, run: Callable[[list], list], max_batch: int, wait: float, observe: StepObserver, kind: str):
+        self.run, self.max_batch, self.wait = run, max_batch, wait
+        self.observe, self.kind = observe, kind
+        self.members = 0  # streams in the stage now
+        self._pending: deque[tuple[object, Future]] = deque()
+        self._leading = False
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def joined(self) -> Iterator[None]:
+        """A stream in the stage: the leader of a batch may wait for its job."""
+        with self._changed:
+            self.members += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.members -= 1
+                self._changed.notify_all()
+
+    def __call__(self, job):
+        mine: Future = Future()
+        with self._changed:
+            self._pending.append((job, mine))
+            self._changed.notify_all()
+        while not mine.done():
+            with self._changed:
+                if self._leading:
+                    self._changed.wait_for(lambda: mine.done() or not self._leading)
+                    continue
+                self._leading = True
+            try:
+                self._lead()
+            finally:
+                with self._changed:
+                    self._leading = False
+                    self._changed.notify_all()
+        return mine.result()
+
+    def _lead(self) -> None:
+        deadline = time.monotonic() + self.wait
+        with self._changed:
+            wanted = lambda: len(self._pending) >= min(self.max_batch, max(1, self.members))  # noqa: E731
+            self._changed.wait_for(wanted, timeout=max(0.0, deadline - time.monotonic()))
+            batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
+        started = time.perf_counter()
+        try:
+            results = self.run([job for job, _ in batch])
+        except BaseException as exc:  # noqa: BLE001 - every stream in the batch gets the failure, none waits
+            for _, future in batch:
+                future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self.observe(self.kind, len(batch), time.perf_counter() - started)
+        for (_, future), result in zip(batch, results, strict=True):
+            future.set_result(result)

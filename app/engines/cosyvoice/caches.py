@@ -89,11 +89,47 @@ class ChunkState:
         return tails + sum(store.nbytes() for store in self.attention.values())
 
 
-def causal_conv(state: ChunkState, name: str, conv: torch.nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    """A left-padded (causal) convolution over a chunk, as over the whole sequence."""
+class Rows:
+    """Chunks of several streams packed along the frame axis, each with its stream's state: row ``i`` is
+    ``lengths[i]`` frames starting at its stream's frame ``starts[i]``. Per-frame layers run over the packed
+    tensor at once; attention and convolutions, which read a stream's earlier frames, run row by row."""
+
+    def __init__(self, states: list[ChunkState], starts: list[int], lengths: list[int]):
+        self.states, self.starts, self.lengths = states, starts, lengths
+
+    @classmethod
+    def one(cls, state: ChunkState, frames: int, start: int = 0) -> "Rows":
+        return cls([state], [start], [frames])
+
+    def split(self, x: torch.Tensor, dim: int) -> tuple[torch.Tensor, ...]:
+        return x.split(self.lengths, dim=dim)
+
+    def spans(self) -> list[tuple[int, int]]:
+        return list(zip(self.starts, self.lengths, strict=True))
+
+    def masks(self, chunk: int, device) -> list[torch.Tensor]:
+        return [chunk_mask(start, length, chunk, device) for start, length in self.spans()]
+
+    def positions(self, device) -> torch.Tensor:
+        return torch.cat([torch.arange(start, start + length, device=device) for start, length in self.spans()])
+
+
+def causal_conv(rows: Rows, name: str, conv: torch.nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """A left-padded (causal) convolution over each row's chunk (batch, channels, frames), as over its whole
+    sequence: one convolution over the rows each with its kept tail in front, the outputs across a join dropped."""
     context = (conv.kernel_size[0] - 1) * conv.dilation[0]
-    joined = state.causal(name, x, context)
-    return F.conv1d(joined, conv.weight, conv.bias, conv.stride, 0, conv.dilation, conv.groups)
+    if len(rows.states) > 1 and conv.stride[0] != 1:
+        raise ValueError("a strided convolution cannot run over packed rows")
+    parts = [state.causal(name, part, context) for state, part in zip(rows.states, rows.split(x, 2), strict=True)]
+    joined = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+    out = F.conv1d(joined, conv.weight, conv.bias, conv.stride, 0, conv.dilation, conv.groups)
+    if context == 0 or len(parts) == 1:
+        return out
+    kept, start = [], 0  # row i's outputs start where its tail does in the joined input
+    for length in rows.lengths:
+        kept.append(out[:, :, start : start + length])
+        start += context + length
+    return torch.cat(kept, dim=2)
 
 
 def chunk_mask(start: int, length: int, chunk: int, device) -> torch.Tensor:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from app.engines.cosyvoice.caches import ChunkState, causal_conv, chunk_mask
+from app.engines.cosyvoice.caches import ChunkState, Rows, causal_conv, chunk_mask
 from app.engines.cosyvoice.estimators import dit_is_chunkable, dit_step, unet_is_chunkable, unet_step
 
 TIMESTEPS = 10  # upstream's flow.inference: n_timesteps=10
@@ -73,7 +73,7 @@ def _lookahead(state: ChunkState, layer, x: torch.Tensor, context: torch.Tensor 
     ahead = inputs if context is None else torch.cat([inputs, context.transpose(1, 2)], dim=2)
     ahead = F.pad(ahead, (0, x.shape[1] + layer.pre_lookahead_len - ahead.shape[2]))
     out = F.leaky_relu(layer.conv1(ahead))
-    out = causal_conv(state, "lookahead", layer.conv2, out)
+    out = causal_conv(Rows.one(state, out.shape[2]), "lookahead", layer.conv2, out)
     return out.transpose(1, 2) + x
 
 
@@ -88,7 +88,7 @@ def _encode_v2(flow, state: ChunkState, tokens: torch.Tensor, context, start: in
         x = _conformer(state, f"enc{i}", layer, x, encoder.embed.pos_enc, visible)
     up = encoder.up_layer
     x = F.interpolate(x.transpose(1, 2), scale_factor=float(up.stride), mode="nearest")
-    x = causal_conv(state, "upsample", up.conv, x).transpose(1, 2)
+    x = causal_conv(Rows.one(state, x.shape[2]), "upsample", up.conv, x).transpose(1, 2)
     x = _embed(encoder.up_embed, x)
     start, stride = start * up.stride, up.stride
     visible = chunk_mask(start, x.shape[1], chunk * stride, x.device)
@@ -119,11 +119,21 @@ def _encode_v3(flow, state: ChunkState, tokens: torch.Tensor, context, start: in
 
 
 # -- both -------------------------------------------------------------------------------------------------
-def _solve(flow, steps: list[ChunkState], mu, spks, cond, start: int) -> torch.Tensor:
-    """CausalConditionalCFM.forward + solve_euler (classifier-free guidance) over new frames."""
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+
+
+def _solve(flow, chunks: list["Chunk"]) -> list[torch.Tensor]:
+    """CausalConditionalCFM.forward + solve_euler (classifier-free guidance) over each chunk's new frames, the
+    chunks of several streams packed into one pass (``caches.Rows``)."""
     cfm = flow.decoder
+    starts = [chunk.prefix.tokens * flow.token_mel_ratio for chunk in chunks]
+    lengths = [chunk.mu.shape[2] for chunk in chunks]
+    mu, cond = _joined([chunk.mu for chunk in chunks]), _joined([chunk.cond for chunk in chunks])
+    spks = _joined([chunk.spks[:, :, None].expand(-1, -1, n) for chunk, n in zip(chunks, lengths, strict=True)])
     frames, dtype = mu.shape[2], spks.dtype
-    x = cfm.rand_noise[:, :, start : start + frames].to(mu.device).to(mu.dtype)
+    noise = [cfm.rand_noise[:, :, start : start + n] for start, n in zip(starts, lengths, strict=True)]
+    x = _joined(noise).to(mu.device).to(mu.dtype)
     t_span = torch.linspace(0, 1, TIMESTEPS + 1, device=mu.device, dtype=mu.dtype)
     if cfm.t_scheduler == "cosine":
         t_span = 1 - torch.cos(t_span * 0.5 * torch.pi)
@@ -131,18 +141,19 @@ def _solve(flow, steps: list[ChunkState], mu, spks, cond, start: int) -> torch.T
     x_in = torch.zeros([2, 80, frames], device=x.device, dtype=dtype)
     mu_in, cond_in = torch.zeros_like(x_in), torch.zeros_like(x_in)
     t_in = torch.zeros([2], device=x.device, dtype=dtype)
-    spks_in = torch.zeros([2, 80], device=x.device, dtype=dtype)
+    spks_in = torch.zeros_like(x_in)
     step = dit_step if hasattr(cfm.estimator, "transformer_blocks") else unet_step
     for i in range(1, len(t_span)):
         x_in[:] = x
         mu_in[0], t_in[:], spks_in[0], cond_in[0] = mu, t, spks, cond
-        out = step(cfm.estimator, steps[i - 1], x_in, mu_in, t_in, spks_in, cond_in, start)
+        rows = Rows([chunk.prefix.steps[i - 1] for chunk in chunks], starts, lengths)
+        out = step(cfm.estimator, rows, x_in, mu_in, t_in, spks_in, cond_in)
         guided, free = torch.split(out, [1, 1], dim=0)
         x = x + dt * ((1.0 + cfm.inference_cfg_rate) * guided - cfm.inference_cfg_rate * free)
         t = t + dt
         if i < len(t_span) - 1:
             dt = t_span[i + 1] - t
-    return x.float()
+    return list(x.float().split(lengths, dim=2))
 
 
 def chunkable(flow) -> str | None:
@@ -172,6 +183,17 @@ class FlowPrefix:
         return self.encoder.nbytes() + sum(step.nbytes() for step in self.steps)
 
 
+@dataclass(frozen=True)
+class Chunk:
+    """One stream's chunk between the flow's encoder and its ODE solve (which several streams share)."""
+
+    prefix: FlowPrefix
+    tokens: int
+    mu: torch.Tensor  # (1, 80, frames)
+    spks: torch.Tensor  # (1, 80)
+    cond: torch.Tensor  # (1, 80, frames)
+
+
 class ChunkedFlow:
     """Upstream's flow module run chunk by chunk."""
 
@@ -190,12 +212,23 @@ class ChunkedFlow:
         return max(0, (prompt_tokens - self.lookahead) // self.chunk) * self.chunk
 
     @torch.inference_mode()
-    def run(self, prefix: FlowPrefix, tokens, context, cond, spks) -> torch.Tensor:
-        """Mel (1, 80, frames) of ``tokens`` (1, n) following what ``prefix`` holds, which it then holds too."""
+    def encode(self, prefix: FlowPrefix, tokens, context, cond, spks) -> Chunk:
+        """``tokens`` (1, n) following what ``prefix`` holds through the encoder, ready to solve."""
         flow = self.flow
         embedded = flow.input_embedding(torch.clamp(tokens, min=0))
         context = None if context is None else flow.input_embedding(torch.clamp(context, min=0))
         mu = self._encode(flow, prefix.encoder, embedded, context, prefix.tokens)
-        mel = _solve(flow, prefix.steps, mu.transpose(1, 2).contiguous(), spks, cond, prefix.tokens * self.ratio)
-        prefix.tokens += tokens.shape[1]
-        return mel
+        return Chunk(prefix, tokens.shape[1], mu.transpose(1, 2).contiguous(), spks, cond)
+
+    @torch.inference_mode()
+    def solve(self, chunks: list[Chunk]) -> list[torch.Tensor]:
+        """Each chunk's mel (1, 80, frames), its stream's prefix then holding it too; the chunks of different
+        streams (one each) in one pass."""
+        mels = _solve(self.flow, chunks)
+        for chunk in chunks:
+            chunk.prefix.tokens += chunk.tokens
+        return mels
+
+    def run(self, prefix: FlowPrefix, tokens, context, cond, spks) -> torch.Tensor:
+        """Mel (1, 80, frames) of ``tokens`` (1, n) following what ``prefix`` holds, which it then holds too."""
+        return self.solve([self.encode(prefix, tokens, context, cond, spks)])[0]

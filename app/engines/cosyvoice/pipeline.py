@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from app.engines.cosyvoice.batching import Scheduler, StepObserver, unobserved
-from app.engines.cosyvoice.flow import ChunkedFlow, FlowPrefix, chunkable
+from app.engines.cosyvoice.batching import Gatherer, Scheduler, StepObserver, unobserved
+from app.engines.cosyvoice.flow import Chunk, ChunkedFlow, FlowPrefix, chunkable
 from app.engines.cosyvoice.llm import LMInput, SpeechLM, TokenStream
 from app.engines.cosyvoice.vocoder import HiftV2, HiftV3
 
@@ -60,7 +60,8 @@ class StreamOptions:
 @dataclass(frozen=True)
 class BatchOptions:
     max_batch: int = 4  # requests decoded together (the service's COSYVOICE_MAX_CONCURRENCY)
-    batching: bool = True  # False: each request decodes alone in a thread of its own (the loop before batching)
+    batching: bool = True  # False: each request alone (its LLM in a thread of its own, its flow chunks alone)
+    flow_wait: float = 0.005  # seconds a batch of flow chunks waits at most for other streams' chunks
     observe: StepObserver = unobserved  # told each step's kind, size and seconds (the /metrics door)
 
 
@@ -138,12 +139,12 @@ class Pipeline:
         self.flow, self.hift = model.flow, model.hift
         self.fp16 = fp16 and torch.cuda.is_available()
         self.lm = SpeechLM(model.llm, list(getattr(model, "silent_tokens", [])), fp16)
-        self.set_batch(batch)
         self.causal_vocoder = hasattr(model.hift, "conv_pre_look_right")  # CosyVoice3's CausalHiFTGenerator
         self.unchunked = unchunked or chunkable(model.flow)
         self.chunked = None if self.unchunked else ChunkedFlow(model.flow)
         if self.unchunked:
             log.warning("the flow streams as upstream does (each chunk over everything before it): %s", self.unchunked)
+        self.set_batch(batch)
         self.prompts = PromptCache(options.prompt_cache_bytes)
         self._oversize: set[str] = set()  # voices whose prefix was too big to keep (warned once each)
 
@@ -152,11 +153,15 @@ class Pipeline:
         return next(self.flow.parameters()).device
 
     def set_batch(self, options: BatchOptions) -> None:
-        """How the LLM stage runs from the next request on: one scheduler for all, or a thread per request
-        (upstream's own loop, under vLLM or the fr-infer wheel, always the latter)."""
+        """How requests run together from the next one on: the LLM stage in one scheduler for all, or in a
+        thread per request (upstream's own loop, under vLLM or the fr-infer wheel, always the latter); the
+        chunked flow's chunks gathered into batches, or each alone."""
         self.batch = options
         batched = options.batching and self.lm.own_loop
         self.scheduler = Scheduler(self.lm, options.max_batch, observe=options.observe) if batched else None
+        self.flows = None
+        if options.batching and self.chunked is not None:
+            self.flows = Gatherer(self.chunked.solve, options.max_batch, options.flow_wait, options.observe, "flow")
 
     # -- voices ------------------------------------------------------------------------------------------
     def prefix(self, utterance: Utterance) -> FlowPrefix:
@@ -232,7 +237,18 @@ class Pipeline:
             args = (request, generator, out, stop)
             threading.Thread(target=self.lm.run_upstream, args=args, name="cosyvoice-llm", daemon=True).start()
 
+    def solve(self, chunk: Chunk) -> torch.Tensor:
+        """One stream's flow chunk to mel: batched with other streams' chunks ready at the same time, or alone."""
+        return self.flows(chunk) if self.flows is not None else self.chunked.solve([chunk])[0]
+
     def _stream(self, utterance: Utterance, tokens: TokenStream, vocoder, cancelled) -> Iterator[torch.Tensor]:
+        if self.flows is None:
+            yield from self._chunks(utterance, tokens, vocoder, cancelled)
+            return
+        with self.flows.joined():
+            yield from self._chunks(utterance, tokens, vocoder, cancelled)
+
+    def _chunks(self, utterance: Utterance, tokens: TokenStream, vocoder, cancelled) -> Iterator[torch.Tensor]:
         flow = _ChunkedStream(self, utterance) if self.chunked else _RecomputedStream(self.flow, utterance)
         lookahead, hop, offset = self.flow.pre_lookahead_len, self.options.first_hop, 0
         pad = -utterance.prompt_tokens.shape[1] % self.chunk  # the first chunk ends on a model chunk
@@ -294,7 +310,7 @@ class _ChunkedStream:
     """Token chunks to mel with the chunked flow, starting from the voice's cached prefix."""
 
     def __init__(self, pipeline: Pipeline, utterance: Utterance):
-        self.chunked = pipeline.chunked
+        self.chunked, self.solve = pipeline.chunked, pipeline.solve
         self.prefix = pipeline.prefix(utterance)
         device = pipeline.device
         self.prompt = utterance.prompt_tokens.to(device)
@@ -309,7 +325,7 @@ class _ChunkedStream:
         cond = torch.zeros(1, 80, joined.shape[1] * ratio, device=tokens.device, dtype=self.spks.dtype)
         prompt_frames = self.feat[:, start * ratio :]
         cond[:, :, : prompt_frames.shape[1]] = prompt_frames.transpose(1, 2)
-        mel = self.chunked.run(self.prefix, joined, context, cond, self.spks)
+        mel = self.solve(self.chunked.encode(self.prefix, joined, context, cond, self.spks))
         return mel[:, :, pending.shape[1] * ratio :]
 
 
