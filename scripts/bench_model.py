@@ -8,8 +8,9 @@ and measures, for each in a process of its own:
 - parts: one LLM decode step, upstream's ``forward_one_step`` against the engine's batched step for 1, 2, 4
   and 8 requests, and one prompt piece (what a joining request costs the others);
 - concurrency: the service over HTTP (uvicorn in this process, ``COSYVOICE_MAX_CONCURRENCY=8``), ``/tts``
-  streaming a built-in voice at 1, 2, 4 and 8 requests at once, the LLM batched (default) and in a thread
-  per request (the loop before batching): audio seconds per wall second, first byte p50 / p95;
+  streaming a built-in voice at 1, 2, 4 and 8 requests at once, batched (default: the LLM stepped together,
+  flow chunks gathered) and each request alone (the loop before batching: an LLM thread per request, each
+  flow chunk alone): audio seconds per wall second, first byte p50 / p95;
 - server: upstream's runtime server (``runtime/python/fastapi/server.py``, started as its README says, in a
   process of its own) at the same levels;
 - and, asked for by name (issue 17's figures): chunks, the cost of token-to-wave chunk k against k for a
@@ -93,7 +94,8 @@ def chunks_phase(engine, voice: dict) -> None:
 
 # -- the service over HTTP --------------------------------------------------------------------------------
 def concurrency_phase(url: str, app, figures: dict) -> None:
-    """``/tts`` streaming at each level, the LLM batched and then a thread per request."""
+    """``/tts`` streaming at each level, batched (the LLM stepped together, flow chunks gathered) and then each
+    request alone (the LLM in a thread per request, each flow chunk alone)."""
     engine, synth = app.state.speech.engine, app.state.speech.synthesizer
     pipeline, body, steps = engine.pipeline, {"tts_text": TEXT, "spk_id": SPEAKER}, []
     for label, batching in (("batched", True), ("per-request loop", False)):
@@ -109,6 +111,8 @@ def concurrency_phase(url: str, app, figures: dict) -> None:
             full = [seconds for kind, size, seconds in steps if kind == "decode" and size == n]
             p50, p95 = figures[("first", label, n)]
             step = f"; decode step for {n}: {statistics.median(full) * 1000:.0f} ms" if full and batching else ""
+            flows = [size for kind, size, _ in steps if kind == "flow"]
+            step += f"; flow chunks per pass {statistics.mean(flows):.1f}" if flows else ""
             print(f"  service /tts {label} x{n}: {audio / wall:.3f} audio s per wall s ({audio:.1f} s in "
                   f"{wall:.1f} s); first byte p50 {p50:.1f} s, p95 {p95:.1f} s{step}", flush=True)  # fmt: skip
 
