@@ -59,8 +59,10 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = None
 
     max_concurrency: int = Field(4, ge=1)  # syntheses at once; with CosyVoice, its LLM's batch
-    # CosyVoice: every request's LLM steps batched in one forward (False: a thread per request, as before)
+    # CosyVoice: every request's LLM steps batched in one forward, flow and vocoder chunks handed in together
+    # run as one pass (False: a thread per request, each chunk alone, as before)
     batching: bool = True
+    gather_wait_ms: float = Field(5.0, ge=0, le=1000)  # the longest a flow or vocoder pass waits for others
     max_queued: int = Field(16, ge=0)  # requests waiting for a synthesis slot; beyond it, 429 at once
     queue_timeout_seconds: float = Field(30.0, gt=0)  # the longest wait for a slot (expected or real)
     stall_timeout_seconds: float = Field(60.0, gt=0)

@@ -9,8 +9,9 @@ and measures, for each in a process of its own:
   and 8 requests, and one prompt piece (what a joining request costs the others);
 - concurrency: the service over HTTP (uvicorn in this process, ``COSYVOICE_MAX_CONCURRENCY=8``), ``/tts``
   streaming a built-in voice at 1, 2, 4 and 8 requests at once, batched (default: the LLM stepped together,
-  flow chunks gathered) and each request alone (the loop before batching: an LLM thread per request, each
-  flow chunk alone): audio seconds per wall second, first byte p50 / p95;
+  flow and vocoder chunks gathered), batched with ``COSYVOICE_STREAM_TAIL=chunked``, and each request alone
+  (the loop before batching: an LLM thread per request, each chunk alone): audio seconds per wall second,
+  first byte p50 / p95;
 - server: upstream's runtime server (``runtime/python/fastapi/server.py``, started as its README says, in a
   process of its own) at the same levels;
 - and, asked for by name (issue 17's figures): chunks, the cost of token-to-wave chunk k against k for a
@@ -52,6 +53,12 @@ from engine_bench import (  # noqa: E402
 from app.config import Settings  # noqa: E402
 
 LEVELS = (1, 2, 4, 8)
+# the service's configurations at each level: (label, batching, COSYVOICE_STREAM_TAIL)
+CONCURRENCY = (
+    ("batched", True, "full"),
+    ("batched, chunked tail", True, "chunked"),
+    ("per-request loop", False, "full"),
+)
 PHASES = ("parts", "concurrency", "server", "chunks", "service", "upstream")
 DEFAULT_PHASES = ("parts", "concurrency", "server")
 
@@ -93,35 +100,49 @@ def chunks_phase(engine, voice: dict) -> None:
 
 
 # -- the service over HTTP --------------------------------------------------------------------------------
+def recorded_audio(synth, n: int) -> int:
+    """Samples of the last ``n`` streams, once every stream started is recorded (a stream is recorded just after
+    its response's last byte, which the client may see first)."""
+    stats, deadline = synth.stats, time.monotonic() + 30
+    while stats.completed + stats.cancelled + stats.failed < stats.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return sum(r.samples for r in list(synth.recent)[-n:])
+
+
 def concurrency_phase(url: str, app, figures: dict) -> None:
-    """``/tts`` streaming at each level, batched (the LLM stepped together, flow chunks gathered) and then each
-    request alone (the LLM in a thread per request, each flow chunk alone)."""
+    """``/tts`` streaming at each level: batched (the LLM stepped together, flow and vocoder chunks gathered),
+    batched with ``COSYVOICE_STREAM_TAIL=chunked``, and each request alone (the LLM in a thread per request,
+    each chunk alone)."""
     engine, synth = app.state.speech.engine, app.state.speech.synthesizer
     pipeline, body, steps = engine.pipeline, {"tts_text": TEXT, "spk_id": SPEAKER}, []
-    for label, batching in (("batched", True), ("per-request loop", False)):
+    options = pipeline.options
+    for label, batching, tail in CONCURRENCY:
         observe = lambda kind, size, seconds: steps.append((kind, size, seconds))  # noqa: E731
         pipeline.set_batch(dataclasses.replace(pipeline.batch, batching=batching, observe=observe))
+        pipeline.options = dataclasses.replace(options, tail=tail)
         for n in LEVELS:
             steps.clear()
             wall, results = concurrently(n, lambda _: http_run(url, body))
-            audio = sum(r.samples for r in list(synth.recent)[-n:]) / engine.sample_rate
+            audio = recorded_audio(synth, n) / engine.sample_rate
             firsts = [r[0] for r in results]
             figures[("throughput", label, n)] = audio / wall
             figures[("first", label, n)] = (percentile(firsts, 50), percentile(firsts, 95))
             full = [seconds for kind, size, seconds in steps if kind == "decode" and size == n]
             p50, p95 = figures[("first", label, n)]
             step = f"; decode step for {n}: {statistics.median(full) * 1000:.0f} ms" if full and batching else ""
-            flows = [size for kind, size, _ in steps if kind == "flow"]
-            step += f"; flow chunks per pass {statistics.mean(flows):.1f}" if flows else ""
+            for stage in ("flow", "vocoder"):
+                sizes = [size for kind, size, _ in steps if kind == stage]
+                step += f"; {stage} chunks per pass {statistics.mean(sizes):.1f}" if sizes else ""
             print(f"  service /tts {label} x{n}: {audio / wall:.3f} audio s per wall s ({audio:.1f} s in "
                   f"{wall:.1f} s); first byte p50 {p50:.1f} s, p95 {p95:.1f} s{step}", flush=True)  # fmt: skip
+    pipeline.options = options
 
 
 def service_phase(url: str, app, figures: dict) -> None:
     engine, synth = app.state.speech.engine, app.state.speech.synthesizer
 
     def audio_of_last(n: int) -> float:
-        return sum(r.samples for r in list(synth.recent)[-n:]) / engine.sample_rate
+        return recorded_audio(synth, n) / engine.sample_rate
 
     for voice, spk in (("built-in", SPEAKER), ("cloned", "bench")):
         for n in (1, 4):
@@ -287,13 +308,11 @@ def summary(figures: dict) -> None:
         steps = figures["llm"]
         print(f"    LLM decode step: upstream / engine {steps['upstream'] / steps[1]:.2f}; the engine's step for "
               f"8 / for 1: {steps.get(8, float('nan')) / steps[1]:.2f}")  # fmt: skip
-    print(
-        "    requests at once | audio s per wall s: batched / per-request loop / upstream server (batched / "
-        "server) | first byte p50 (p95): batched / per-request loop / server"
-    )
+    labels = [label for label, _, _ in CONCURRENCY] + ["server"]
+    print(f"    requests at once | audio s per wall s: {' / '.join(labels)} (batched / server) | first byte p50 (p95)")
     for n in LEVELS:
-        cells = [figures.get(("throughput", label, n)) for label in ("batched", "per-request loop", "server")]
-        firsts = [figures.get(("first", label, n)) for label in ("batched", "per-request loop", "server")]
+        cells = [figures.get(("throughput", label, n)) for label in labels]
+        firsts = [figures.get(("first", label, n)) for label in labels]
         speed = " / ".join("-" if c is None else f"{c:.3f}" for c in cells)
         times = " / ".join("-" if f is None else f"{f[0]:.1f} ({f[1]:.1f})" for f in firsts)
         print(f"    {n:16d} | {speed} ({ratio(('throughput', 'batched', n), ('throughput', 'server', n))}) | {times}")

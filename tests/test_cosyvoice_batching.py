@@ -17,13 +17,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.audio import prepare_prompt
 from app.engines.base import Mode, SynthesisRequest
-from app.engines.cosyvoice.batching import Gatherer
+from app.engines.cosyvoice.batching import Gatherer, PassFailed
 from app.engines.cosyvoice.llm import LMInput
 from app.engines.cosyvoice.pipeline import Utterance, _ChunkedStream
+from app.engines.cosyvoice.vocoder import VocoderJob, vocode
 from tests.conftest import EN_PROMPT
 from tests.test_cosyvoice import TEXT, TWO_SENTENCES
-
-pytestmark = pytest.mark.upstream_lane  # the fr-infer wheel's LLM runs upstream's own loop, unbatched
 
 TOLERANCE = 1e-5
 MEL_TOLERANCE = 1e-5
@@ -103,12 +102,17 @@ def _assert_close(ours: np.ndarray, alone: np.ndarray) -> None:
     assert np.abs(ours - alone).max() <= TOLERANCE
 
 
+upstream_lane = pytest.mark.upstream_lane  # the fr-infer wheel's LLM runs upstream's own loop, unbatched
+
+
+@upstream_lane
 def test_requests_batched_together_speak_as_each_does_alone(cv_engine, cloned, monkeypatch):
     pipeline = cv_engine.pipeline
     pipeline.scheduler.prefill_piece = 8  # a cloned voice's prompt is ~150 positions: many pieces
     tokens, steps = _tokens_by_seed(pipeline, monkeypatch), _steps(pipeline.scheduler, monkeypatch)
-    flows = _steps(pipeline.flows, monkeypatch)
-    monkeypatch.setattr(pipeline.flows, "wait", 1.0)  # a flow batch waits for the others (not for long here)
+    flows, stacked = _steps(pipeline.flows, monkeypatch), _batch_sizes(pipeline, monkeypatch)
+    for gatherer in (pipeline.flows, pipeline.vocoders):
+        monkeypatch.setattr(gatherer, "wait", 1.0)  # a pass waits for the others (not for long here)
     requests = _requests(cloned)
     alone = {r.seed: _speak(cv_engine, r) for r in requests}
     alone_tokens = {seed: list(t) for seed, t in tokens.items()}
@@ -122,11 +126,13 @@ def test_requests_batched_together_speak_as_each_does_alone(cv_engine, cloned, m
     pieces = [size for kind, size in steps if kind == "prefill"]
     assert 8 in pieces and max(pieces) > 8  # later prompts ran in pieces between steps; the first whole
     assert max(size for _, size in flows) >= 2, flows  # their flow chunks ran together too
+    assert max(stacked) >= 2, stacked  # and their vocoder chunks, stacked
     assert tokens == alone_tokens
     for seed, audio in together.items():
         _assert_close(audio, alone[seed])
 
 
+@upstream_lane
 def test_a_request_that_leaves_is_dropped_at_the_next_step_and_the_others_go_on(cv_engine, cloned, monkeypatch):
     pipeline = cv_engine.pipeline
     pipeline.scheduler.prefill_piece = 1 << 20  # every prompt whole: all three decode from the third step
@@ -154,6 +160,7 @@ def test_a_request_that_leaves_is_dropped_at_the_next_step_and_the_others_go_on(
     assert pipeline.scheduler.batch == 0
 
 
+@upstream_lane
 def test_without_batching_each_request_decodes_alone_to_the_same_audio(cv_engine, cloned, cv_settings, monkeypatch):
     from app.engines import load_engine
 
@@ -161,7 +168,7 @@ def test_without_batching_each_request_decodes_alone_to_the_same_audio(cv_engine
     batched = {r.seed: _speak(cv_engine, r) for r in requests}
     settings = cv_settings.model_copy(update={"batching": False})
     engine = load_engine(settings).engine
-    assert engine.pipeline.scheduler is None and engine.pipeline.flows is None
+    assert engine.pipeline.scheduler is None and engine.pipeline.flows is engine.pipeline.vocoders is None
     threads = []
     original = engine.pipeline.lm.prefill
 
@@ -176,23 +183,34 @@ def test_without_batching_each_request_decodes_alone_to_the_same_audio(cv_engine
         _assert_close(audio, batched[seed])
 
 
+def test_the_gathering_wait_is_a_setting(cv_settings, monkeypatch):
+    from app.engines import load_engine
+
+    monkeypatch.setenv("COSYVOICE_GATHER_WAIT_MS", "250")
+    settings = type(cv_settings)(**cv_settings.model_dump(exclude={"gather_wait_ms"}))
+    pipeline = load_engine(settings).engine.pipeline
+    assert pipeline.flows.wait == pipeline.vocoders.wait == 0.25
+
+
+@upstream_lane
 def test_the_metrics_show_each_steps_batch_and_time(cv):
     response = cv.post("/tts", json={"tts_text": TEXT, "spk_id": "中文女"})
     assert response.status_code == 200 and len(response.content) > 1000
     samples = {
-        (sample.name, sample.labels.get("kind")): sample.value
+        (sample.name, sample.labels.get("kind"), sample.labels.get("stage")): sample.value
         for family in text_string_to_metric_families(cv.get("/metrics").text)
         for sample in family.samples
     }
-    steps = samples[("cosyvoice_llm_batch_size_count", None)]
+    steps = samples[("cosyvoice_llm_batch_size_count", None, None)]
     assert steps >= 10  # upstream's minimum: two speech tokens per text token
-    assert samples[("cosyvoice_llm_batch_size_sum", None)] == steps  # alone: a batch of one each step
-    assert samples[("cosyvoice_llm_step_seconds_count", "decode")] == steps
-    assert samples[("cosyvoice_llm_step_seconds_count", "prefill")] >= 1
-    assert 0 < samples[("cosyvoice_llm_step_seconds_sum", "decode")] < 60
-    passes = samples[("cosyvoice_flow_batch_size_count", None)]
-    assert passes >= 2 and samples[("cosyvoice_flow_batch_size_sum", None)] == passes  # a chunk per pass
-    assert samples[("cosyvoice_flow_batch_seconds_count", None)] == passes
+    assert samples[("cosyvoice_llm_batch_size_sum", None, None)] == steps  # alone: a batch of one each step
+    assert samples[("cosyvoice_llm_step_seconds_count", "decode", None)] == steps
+    assert samples[("cosyvoice_llm_step_seconds_count", "prefill", None)] >= 1
+    assert 0 < samples[("cosyvoice_llm_step_seconds_sum", "decode", None)] < 60
+    for stage in ("flow", "vocoder"):
+        passes = samples[("cosyvoice_token2wav_batch_size_count", None, stage)]
+        assert passes >= 2 and samples[("cosyvoice_token2wav_batch_size_sum", None, stage)] == passes  # alone
+        assert samples[("cosyvoice_token2wav_batch_seconds_count", None, stage)] == passes
 
 
 # -- the flow's chunks, gathered ----------------------------------------------------------------------------
@@ -243,6 +261,41 @@ def test_flow_chunks_of_streams_side_by_side_run_in_one_pass_each_as_alone(cv_en
         assert max((a - b).abs().max().item() for a, b in zip(ours, theirs, strict=True)) <= MEL_TOLERANCE
 
 
+def _batch_sizes(pipeline, monkeypatch) -> list[int]:
+    kind = type(pipeline.vocoder(pipeline.generators(0)))
+    sizes, original = [], kind.run
+
+    def run(streams, steps):
+        sizes.append(len(streams))
+        return original(streams, steps)
+
+    monkeypatch.setattr(kind, "run", staticmethod(run))
+    return sizes
+
+
+def test_vocoder_chunks_of_streams_side_by_side_run_as_one_batch_each_as_alone(cv_engine, monkeypatch):
+    """Three streams' chunks of mel, each with its own state, noise and (CosyVoice3) phase: those of one length
+    run stacked, the third stream's odd-sized chunk alone; every stream's audio as when it ran alone."""
+    pipeline = cv_engine.pipeline
+    generator = torch.Generator().manual_seed(11)
+    rounds = [[50] * 3, [100, 100, 60], [200] * 3, [37] * 3]  # frames per stream per round; the last finalizes
+    mels = [[torch.randn(1, 80, n, generator=generator) - 5 for n in frames] for frames in zip(*rounds, strict=True)]
+
+    def jobs(vocoders, stream: int, round_: int) -> VocoderJob:
+        return VocoderJob(vocoders[stream], mels[stream][round_], finalize=round_ == len(rounds) - 1)
+
+    solos = [pipeline.vocoder(pipeline.generators(seed)) for seed in (1, 2, 3)]
+    alone = [[vocode([jobs(solos, i, r)])[0] for r in range(len(rounds))] for i in range(3)]
+    sizes = _batch_sizes(pipeline, monkeypatch)
+    batched = [pipeline.vocoder(pipeline.generators(seed)) for seed in (1, 2, 3)]
+    together = [vocode([jobs(batched, i, r) for i in range(3)]) for r in range(len(rounds))]
+    assert sizes == [3, 2, 1, 3, 3]
+    for i in range(3):
+        ours, theirs = [chunks[i] for chunks in together], alone[i]
+        assert [c.shape for c in ours] == [c.shape for c in theirs] and torch.cat(theirs, 1).abs().max() > 0.01
+        assert max((a - b).abs().max().item() for a, b in zip(ours, theirs, strict=True)) <= TOLERANCE
+
+
 def _gathering(max_batch: int, wait: float, fail_on=None) -> tuple[Gatherer, list[list]]:
     batches = []
 
@@ -264,7 +317,8 @@ def _in_threads(gatherer: Gatherer, jobs: list) -> list:
             ready.wait()
             try:
                 return gatherer(job)
-            except ValueError as exc:
+            except PassFailed as exc:
+                assert exc.__cause__ is not None
                 return str(exc)
 
     with ThreadPoolExecutor(len(jobs)) as pool:
@@ -289,13 +343,56 @@ def test_jobs_handed_in_together_run_together_up_to_the_batch():
 
 def test_a_stream_that_does_not_hand_in_delays_a_batch_by_the_wait_at_most():
     gatherer, batches = _gathering(max_batch=4, wait=0.05)
+    started = time.monotonic()
     with gatherer.joined(), gatherer.joined():  # another stream in the stage, which hands nothing in
         assert gatherer(1) == 10
-    assert batches == [[1]]
+    assert batches == [[1]] and time.monotonic() - started < 10
 
 
 def test_a_failed_pass_fails_every_stream_in_it_and_the_next_runs():
     gatherer, batches = _gathering(max_batch=3, wait=30.0, fail_on=2)
-    assert _in_threads(gatherer, [1, 2, 3]) == ["job 2 is bad"] * 3
+    assert _in_threads(gatherer, [1, 2, 3]) == ["the test pass failed: ValueError: job 2 is bad"] * 3
     assert _in_threads(gatherer, [4, 5]) == [40, 50]
     assert batches[-1] in ([4, 5], [5, 4])
+
+
+def test_a_jobs_own_failure_fails_it_alone():
+    def run(jobs: list) -> list:
+        return [ValueError(f"job {job} is bad") if job == 2 else job * 10 for job in jobs]
+
+    gatherer = Gatherer(run, 3, 30.0, lambda *_: None, "test")
+    assert _in_threads(gatherer, [1, 2, 3]) == [10, "the test pass failed: ValueError: job 2 is bad", 30]
+
+
+@upstream_lane
+def test_a_request_whose_sampling_fails_fails_alone(cv_engine, cloned, monkeypatch):
+    from app.core.errors import EngineFailure
+
+    pipeline = cv_engine.pipeline
+    monkeypatch.setattr(pipeline.scheduler, "prefill_piece", 1 << 20)  # every prompt whole: three from step 3
+    requests = _requests(cloned)
+    failing = requests[1]
+    alone = {r.seed: _speak(cv_engine, r) for r in requests if r is not failing}
+    original = pipeline.lm.choose
+
+    def choose(decoding, scores):
+        if decoding.generator.initial_seed() == failing.seed and len(decoding.decoded) == 5:
+            raise RuntimeError("probabilities contain nan")
+        return original(decoding, scores)
+
+    monkeypatch.setattr(pipeline.lm, "choose", choose)
+    steps = _steps(pipeline.scheduler, monkeypatch)
+    _hold_until_all_arrive(pipeline, monkeypatch, len(requests))
+
+    def speak(request):
+        try:
+            return _speak(cv_engine, request)
+        except EngineFailure as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        together = dict(zip([r.seed for r in requests], pool.map(speak, requests), strict=True))
+    assert "probabilities contain nan" in together[failing.seed]
+    assert max(size for kind, size in steps if kind == "decode") == 3  # it failed inside a batch of three
+    for seed, audio in alone.items():
+        _assert_close(together[seed], audio)

@@ -83,16 +83,18 @@ class Metrics:
             buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
             **into,
         )
-        self.flow_batch = Histogram(
-            "cosyvoice_flow_batch_size",
-            "Streams whose flow chunks ran together in each batched flow pass",
+        self.wave_batch = Histogram(
+            "cosyvoice_token2wav_batch_size",
+            "Streams whose chunks ran together in each token-to-wave pass, by stage (flow, vocoder)",
+            ["stage"],
             buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64),
             **into,
         )
-        self.flow_seconds = Histogram(
-            "cosyvoice_flow_batch_seconds",
-            "Time of each batched flow pass (the ten ODE steps over every chunk in it)",
-            buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0),
+        self.wave_seconds = Histogram(
+            "cosyvoice_token2wav_batch_seconds",
+            "Time of each token-to-wave pass over the chunks gathered into it, by stage (flow, vocoder)",
+            ["stage"],
+            buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0),
             **into,
         )
         active = Gauge("cosyvoice_syntheses_active", "Syntheses holding an engine slot", **into)
@@ -113,9 +115,9 @@ class Metrics:
             self.rtf.observe(record.seconds / record.audio_seconds)
 
     def engine_step(self, kind: str, size: int, seconds: float) -> None:
-        if kind == "flow":
-            self.flow_batch.observe(size)
-            self.flow_seconds.observe(seconds)
+        if kind in ("flow", "vocoder"):
+            self.wave_batch.labels(kind).observe(size)
+            self.wave_seconds.labels(kind).observe(seconds)
             return
         if kind == "decode":
             self.llm_batch.observe(size)

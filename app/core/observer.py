@@ -20,8 +20,8 @@ class StreamRecord:
 
 class EngineObserver(Protocol):
     def engine_step(self, kind: str, size: int, seconds: float) -> None:
-        """One step of an engine's batched stage: ``decode`` (size: the batch), ``prefill`` (positions) or
-        ``flow`` (the streams whose flow chunks ran in one pass)."""
+        """One step of an engine's batched stage: ``decode`` (size: the batch), ``prefill`` (positions),
+        ``flow`` or ``vocoder`` (the streams whose chunks ran in one token-to-wave pass)."""
 
 
 class Observer(Protocol):

@@ -48,7 +48,9 @@ def load_engine(settings: Settings, observer: EngineObserver | None = None) -> L
             load_vllm=settings.load_vllm,
             text_frontend=settings.text_frontend,
             stream=stream,
-            batch=BatchOptions(settings.max_concurrency, settings.batching, **observing),
+            batch=BatchOptions(
+                settings.max_concurrency, settings.batching, settings.gather_wait_ms / 1000, **observing
+            ),
         )
         return LoadedEngine(engine, settings.model_dir, reason)
     from app.engines.espeak import EspeakEngine

@@ -1,4 +1,4 @@
-"""Batching across requests: the LLM stage's continuous batching (``Scheduler``) and the flow's (``Gatherer``).
+"""Batching across requests: the LLM stage's continuous batching (``Scheduler``), token-to-wave's (``Gatherer``).
 
 The LLM stage: one thread steps every active request's decode in one forward.
 
@@ -15,11 +15,14 @@ join and leave between steps:
   its tokens do not depend on what it is batched with (to floating-point rounding of batched products).
 
 The thread runs while there is work and ends when there is none. Capacity is ``max_batch`` (the service's
-``COSYVOICE_MAX_CONCURRENCY``: its engine slots are what submits here, so nobody waits in this queue).
+``COSYVOICE_MAX_CONCURRENCY``: its engine slots are what submits here, so no request waits here for a slot).
+Prompts run one at a time, though: of a burst of requests arriving together the last starts decoding after
+the others' prompts have run, piece by piece (the first audio of a burst, measured in ``make bench-model``).
 
-The flow: the streams' token-to-wave stages run in their own threads, and a flow chunk's ODE solve (ten
-estimator passes, the stage's bulk) is handed to a ``Gatherer``, which packs the chunks that arrive within a
-few milliseconds of each other into one pass (``flow.Chunk``, ``caches.Rows``).
+Token to wave: the streams' token-to-wave stages run in their own threads and hand each flow chunk's ODE
+solve (ten estimator passes, the stage's bulk) and each vocoder chunk to a ``Gatherer``, which runs those
+that arrive within a few milliseconds of each other as one pass: flow chunks packed along the frame axis
+(``flow.Chunk``, ``caches.Rows``), vocoder chunks of the same length stacked (``vocoder.vocode``).
 """
 
 import logging
@@ -38,7 +41,7 @@ log = logging.getLogger(__name__)
 
 PREFILL_PIECE = 64  # prompt positions run per step while others decode (a cloned voice's prompt: ~150-300)
 
-# ("decode", batch, seconds), ("prefill", positions, seconds) or ("flow", streams, seconds)
+# ("decode", batch, seconds), ("prefill", positions, seconds), ("flow" or "vocoder", streams, seconds)
 StepObserver = Callable[[str, int, float], None]
 
 
@@ -88,6 +91,8 @@ class Scheduler:
         except BaseException as exc:  # noqa: BLE001 - a bug here must not leave consumers waiting forever
             log.error("the LLM scheduler failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
             with self._changed:
+                if self._thread is not threading.current_thread():
+                    return  # it had ended: what there is now belongs to a newer thread
                 everyone = [*self._active, *self._waiting, *([self._prefilling] if self._prefilling else [])]
                 self._active, self._prefilling, self._thread = [], None, None
                 self._waiting.clear()
@@ -100,8 +105,9 @@ class Scheduler:
             if decoding.stop():
                 self._finish(decoding)
         with self._changed:
-            while self._waiting and self._waiting[0].stop():
-                self._waiting.popleft().out.finish()
+            for decoding in [d for d in self._waiting if d.stop()]:  # a client that left while queued
+                self._waiting.remove(decoding)
+                decoding.out.finish()
             room = len(self._active) + (self._prefilling is not None) < self.max_batch
             if self._prefilling is None and self._waiting and room:
                 self._prefilling = self._waiting.popleft()
@@ -117,11 +123,13 @@ class Scheduler:
             try:
                 started, before = time.perf_counter(), decoding.length
                 hidden = self.lm.prefill(decoding, most)
-                self.observe("prefill", decoding.length - before, time.perf_counter() - started)
                 if hidden is not None:
                     self._prefilling = None
                     self._active.append(decoding)
                     self._emit([decoding], hidden)
+                else:
+                    self.lm.synchronize()  # a piece's time, not its launch's (CUDA)
+                self.observe("prefill", decoding.length - before, time.perf_counter() - started)
             except Exception as exc:  # noqa: BLE001 - this request's failure (its prompt), not the others'
                 self._fail([decoding], exc)
         batch = [d for d in self._active if d is not decoding]  # it has its token for this step
@@ -129,16 +137,22 @@ class Scheduler:
             return
         try:
             started = time.perf_counter()
-            hidden = self.lm.decode(batch)
+            self._emit(batch, self.lm.decode(batch))  # sampling reads the scores: the step's work is done
             self.observe("decode", len(batch), time.perf_counter() - started)
-            self._emit(batch, hidden)
         except Exception as exc:  # noqa: BLE001 - the step failed for everyone in it
             self._fail(batch, exc)
 
     def _emit(self, batch: list[Decoding], hidden: torch.Tensor) -> None:
         scores = self.lm.log_probs(hidden)
         for row, decoding in enumerate(batch):
-            token = self.lm.choose(decoding, scores[row])
+            if decoding.exhausted:  # upstream's maximum length, 0 for an empty text: no token at all
+                self._finish(decoding)
+                continue
+            try:
+                token = self.lm.choose(decoding, scores[row])
+            except Exception as exc:  # noqa: BLE001 - this row's sampling (its scores), not the others'
+                self._fail([decoding], exc)
+                continue
             if token is not None:
                 decoding.silent_run = decoding.silent_run + 1 if token in self.lm.silent else 0
                 if decoding.silent_run <= MAX_SILENT:  # upstream's llm_job drops longer silent runs
@@ -162,7 +176,8 @@ class Scheduler:
 
 class Gatherer:
     """Runs the jobs that several streams hand in at about the same time as one batch (``run``: jobs to results,
-    in order), for the token-to-wave stage's flow chunks.
+    in order, an exception in place of a job's result failing that job alone), for the token-to-wave stage's
+    flow and vocoder chunks.
 
     No thread of its own: a stream that hands in a job when no batch is running leads the next one. The leader
     waits at most ``wait`` seconds for others, and not at all once every stream that could send one has (the
@@ -214,15 +229,33 @@ class Gatherer:
             wanted = lambda: len(self._pending) >= min(self.max_batch, max(1, self.members))  # noqa: E731
             self._changed.wait_for(wanted, timeout=max(0.0, deadline - time.monotonic()))
             batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
+        if not batch:
+            return
         started = time.perf_counter()
         try:
             results = self.run([job for job, _ in batch])
-        except BaseException as exc:  # noqa: BLE001 - every stream in the batch gets the failure, none waits
+            if len(results) != len(batch):
+                raise RuntimeError(f"{len(results)} results for {len(batch)} jobs")
+        except BaseException as exc:  # noqa: BLE001 - every stream in the pass gets the failure, none waits
             for _, future in batch:
-                future.set_exception(exc)
+                future.set_exception(self._failure(exc))
             if not isinstance(exc, Exception):
                 raise
             return
-        self.observe(self.kind, len(batch), time.perf_counter() - started)
         for (_, future), result in zip(batch, results, strict=True):
-            future.set_result(result)
+            if isinstance(result, BaseException):  # that job's own failure (the others' went on)
+                future.set_exception(self._failure(result))
+            else:
+                future.set_result(result)
+        self.observe(self.kind, len(batch), time.perf_counter() - started)
+
+    def _failure(self, cause: BaseException) -> "PassFailed":
+        """An exception of its own for each stream (one instance raised in several threads would collect all
+        their frames)."""
+        failure = PassFailed(f"the {self.kind} pass failed: {type(cause).__name__}: {cause}")
+        failure.__cause__ = cause
+        return failure
+
+
+class PassFailed(RuntimeError):
+    """A batched token-to-wave pass failed for the stream that handed in this chunk."""

@@ -69,7 +69,10 @@ class TokenStream:
             self._changed.notify_all()
 
     def finish(self, error: BaseException | None = None) -> None:
+        """The stream is over (with ``error``, it failed); the first call counts."""
         with self._changed:
+            if self._done:
+                return
             self._done, self._error = True, error
             self._changed.notify_all()
 
@@ -141,6 +144,11 @@ class SpeechLM:
     @property
     def device(self) -> torch.device:
         return self.llm.llm_decoder.weight.device
+
+    def synchronize(self) -> None:
+        """Until the LLM's queued GPU work is done (nothing on the CPU)."""
+        if self.cuda_stream is not None:
+            self.cuda_stream.synchronize()
 
     def context(self):
         """Where the LLM's work runs: its own CUDA stream (after what the default stream queued), autocast."""

@@ -11,11 +11,13 @@ per chunk, a voice's prompt run once and kept in ``PromptCache``) and a vocoder 
 full attention, then the vocoder.
 """
 
+import functools
 import hashlib
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +26,7 @@ import torch
 from app.engines.cosyvoice.batching import Gatherer, Scheduler, StepObserver, unobserved
 from app.engines.cosyvoice.flow import Chunk, ChunkedFlow, FlowPrefix, chunkable
 from app.engines.cosyvoice.llm import LMInput, SpeechLM, TokenStream
-from app.engines.cosyvoice.vocoder import HiftV2, HiftV3
+from app.engines.cosyvoice.vocoder import HiftV2, HiftV3, VocoderJob, vocode, vocode_one
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ class StreamOptions:
 class BatchOptions:
     max_batch: int = 4  # requests decoded together (the service's COSYVOICE_MAX_CONCURRENCY)
     batching: bool = True  # False: each request alone (its LLM in a thread of its own, its flow chunks alone)
-    flow_wait: float = 0.005  # seconds a batch of flow chunks waits at most for other streams' chunks
+    gather_wait: float = 0.005  # seconds a batch of flow or vocoder chunks waits at most for other streams'
     observe: StepObserver = unobserved  # told each step's kind, size and seconds (the /metrics door)
 
 
@@ -155,13 +157,17 @@ class Pipeline:
     def set_batch(self, options: BatchOptions) -> None:
         """How requests run together from the next one on: the LLM stage in one scheduler for all, or in a
         thread per request (upstream's own loop, under vLLM or the fr-infer wheel, always the latter); the
-        chunked flow's chunks gathered into batches, or each alone."""
+        chunked flow's and the vocoder's chunks gathered into batches, or each alone."""
         self.batch = options
         batched = options.batching and self.lm.own_loop
         self.scheduler = Scheduler(self.lm, options.max_batch, observe=options.observe) if batched else None
-        self.flows = None
-        if options.batching and self.chunked is not None:
-            self.flows = Gatherer(self.chunked.solve, options.max_batch, options.flow_wait, options.observe, "flow")
+        self.flows = self.vocoders = None
+        if options.batching:
+            stacked = functools.partial(vocode, observe=options.observe)  # it tells how many ran stacked
+            self.vocoders = Gatherer(stacked, options.max_batch, options.gather_wait, unobserved, "vocoder")
+            if self.chunked is not None:
+                gather = options.max_batch, options.gather_wait, options.observe
+                self.flows = Gatherer(self.chunked.solve, *gather, "flow")
 
     # -- voices ------------------------------------------------------------------------------------------
     def prefix(self, utterance: Utterance) -> FlowPrefix:
@@ -216,6 +222,7 @@ class Pipeline:
     ) -> Iterator[np.ndarray]:
         tokens, stop = TokenStream(), threading.Event()
         self._decode(utterance.lm, generators.llm, tokens, lambda: stop.is_set() or cancelled())
+        chunks = None
         try:
             vocoder = self.vocoder(generators)
             if stream:
@@ -225,6 +232,8 @@ class Pipeline:
             for chunk in chunks:
                 yield chunk.reshape(-1).float().cpu().numpy()
         finally:
+            if chunks is not None:
+                chunks.close()  # leaves the token-to-wave stage now, not when collected
             stop.set()
             tokens.wait_closed()  # the LLM stage has dropped this request (its slot is free)
 
@@ -242,14 +251,14 @@ class Pipeline:
         return self.flows(chunk) if self.flows is not None else self.chunked.solve([chunk])[0]
 
     def _stream(self, utterance: Utterance, tokens: TokenStream, vocoder, cancelled) -> Iterator[torch.Tensor]:
-        if self.flows is None:
-            yield from self._chunks(utterance, tokens, vocoder, cancelled)
-            return
-        with self.flows.joined():
-            yield from self._chunks(utterance, tokens, vocoder, cancelled)
-
-    def _chunks(self, utterance: Utterance, tokens: TokenStream, vocoder, cancelled) -> Iterator[torch.Tensor]:
         flow = _ChunkedStream(self, utterance) if self.chunked else _RecomputedStream(self.flow, utterance)
+        with ExitStack() as stage:  # in the stage: a pass may wait (briefly) for this stream's chunks
+            for gatherer in (self.flows, self.vocoders):
+                if gatherer is not None:
+                    stage.enter_context(gatherer.joined())
+            yield from self._chunks(utterance, flow, tokens, vocoder, cancelled)
+
+    def _chunks(self, utterance: Utterance, flow, tokens: TokenStream, vocoder, cancelled) -> Iterator[torch.Tensor]:
         lookahead, hop, offset = self.flow.pre_lookahead_len, self.options.first_hop, 0
         pad = -utterance.prompt_tokens.shape[1] % self.chunk  # the first chunk ends on a model chunk
         while not cancelled():
@@ -279,8 +288,9 @@ class Pipeline:
         return torch.tensor([tokens], dtype=torch.int32, device=self.device)
 
     def _vocode(self, vocoder, mel: torch.Tensor, finalize: bool, speed: float = 1.0) -> torch.Tensor:
+        job = VocoderJob(vocoder, mel, finalize, speed)
         with torch.autocast("cuda", enabled=self.fp16 and self.causal_vocoder):  # as upstream's token2wav
-            return vocoder(mel, finalize=finalize, speed=speed)
+            return self.vocoders(job) if self.vocoders is not None else vocode_one(job)
 
     def _whole(self, utterance: Utterance, tokens: TokenStream, vocoder, speed: float, cancelled):
         have, _ = tokens.wait_for(float("inf"))

@@ -11,7 +11,13 @@ chunk, keeping the new samples (O(k) per chunk). ``HiftV3`` vocodes a window: th
 predictor's 8, the source path's and the upsampling stages' residual blocks). What makes the window equal
 the whole run: the sine source's phase is a running sum from the first frame (kept per frame, in double
 precision as ``torch.cumsum`` accumulates it), and its noise is read by absolute sample position.
+
+Streams side by side vocode together (``vocode``): the chunks of the same length, one per stream, run as one
+batch through the vocoder's layers, each row with its own state, noise and phase; the rest alone.
 """
+
+import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,18 +27,20 @@ SAMPLES_PER_FRAME = 480  # 24 kHz, 50 mel frames per second
 MARGIN = 64  # frames of mel vocoded again before each CosyVoice3 chunk (receptive field ~40)
 
 
-def _nsf_source(hift, f0: torch.Tensor, generator: torch.Generator | None, start: int, phase=None):
+def _nsf_source(hift, f0: torch.Tensor, generators: list | None, starts: list[int], phase=None):
     """SourceModuleHnNSF + SineGen2 for f0 (batch, 1, frames): the excitation (batch, 1, samples).
 
-    Non-causal (CosyVoice2): upstream's draws, from ``generator``. Causal (CosyVoice3): ``phase`` gives the
-    running phase sum per frame and ``start`` the first frame's absolute position.
+    Non-causal (CosyVoice2): upstream's draws, each row's from its own generator. Causal (CosyVoice3):
+    ``phase`` gives each row's running phase sum per frame and ``starts`` its first frame's absolute position.
     """
     module, sine = hift.m_source, hift.m_source.l_sin_gen
+    generators = generators or [None] * f0.shape[0]  # None: the process-wide generator
     f0 = hift.f0_upsamp(f0).transpose(1, 2)  # (batch, samples, 1)
     harmonics = torch.multiply(f0, torch.FloatTensor([[range(1, sine.harmonic_num + 2)]]).to(f0.device))
     rad = (harmonics / sine.sampling_rate) % 1
     if phase is None:
-        initial = torch.rand(f0.shape[0], harmonics.shape[2], device=f0.device, generator=generator)
+        shape = (1, harmonics.shape[2])
+        initial = torch.cat([torch.rand(shape, device=f0.device, generator=g) for g in generators])
         initial[:, 0] = 0
         rad[:, 0, :] = rad[:, 0, :] + initial
         rad = F.interpolate(rad.transpose(1, 2), scale_factor=1 / sine.upsample_scale, mode="linear").transpose(1, 2)
@@ -46,12 +54,16 @@ def _nsf_source(hift, f0: torch.Tensor, generator: torch.Generator | None, start
     uv = (f0 > sine.voiced_threshold).type(torch.float32)
     noise_amp = uv * sine.noise_std + (1 - uv) * sine.sine_amp / 3
     if causal:
-        offset = start * SAMPLES_PER_FRAME
-        noise = noise_amp * sine.sine_waves[:, offset : offset + waves.shape[1]].to(waves.device)
+        samples = waves.shape[1]
+        read = [sine.sine_waves[:, s * SAMPLES_PER_FRAME : s * SAMPLES_PER_FRAME + samples] for s in starts]
+        noise = noise_amp * torch.cat(read).to(waves.device)
     else:
         # randn_like fills in memory order, and waves is a transposed view: same draws, same places
-        noise = noise_amp * torch.randn_like(waves, generator=generator)
-        torch.randn_like(uv, generator=generator)  # upstream's noise branch, unused but drawn
+        draws = []
+        for row, generator in enumerate(generators):
+            draws.append(torch.randn_like(waves[row : row + 1], generator=generator))
+            torch.randn_like(uv[row : row + 1], generator=generator)  # upstream's noise branch, unused but drawn
+        noise = noise_amp * torch.cat(draws)
     merged = module.l_tanh(module.l_linear(waves * uv + noise))
     return merged.transpose(1, 2)
 
@@ -63,6 +75,60 @@ def frame_rads(hift, f0: torch.Tensor) -> torch.Tensor:
     harmonics = torch.multiply(f0, torch.FloatTensor([[range(1, sine.harmonic_num + 2)]]).to(f0.device))
     rad = (harmonics / sine.sampling_rate) % 1
     return F.interpolate(rad.transpose(1, 2), scale_factor=1 / sine.upsample_scale, mode="linear").transpose(1, 2)
+
+
+@dataclass
+class VocoderJob:
+    """One stream's chunk of mel for its vocoder: what ``vocode`` takes from each stream."""
+
+    stream: "HiftV2 | HiftV3"
+    mel: torch.Tensor  # (1, 80, frames)
+    finalize: bool
+    speed: float = 1.0
+
+
+@torch.inference_mode()
+def vocode(jobs: list[VocoderJob], observe=None) -> list[torch.Tensor | Exception]:
+    """Each job's audio (1, samples), in order: jobs whose inputs have the same shape run as one batch (told to
+    ``observe("vocoder", jobs, seconds)``). A batch that fails gives its jobs the exception; the others go on."""
+    groups: dict[tuple, list] = {}
+    for index, job in enumerate(jobs):
+        step = job.stream.begin(job.mel, job.finalize, job.speed)
+        groups.setdefault((type(job.stream), *step.key), []).append((index, job.stream, step))
+    audio: list[torch.Tensor | Exception | None] = [None] * len(jobs)
+    for members in groups.values():
+        streams, steps = [m[1] for m in members], [m[2] for m in members]
+        started = time.perf_counter()
+        try:
+            speeches = type(streams[0]).run(streams, steps)
+        except Exception as exc:  # noqa: BLE001 - these streams' failure, not the other groups'
+            for index, _, _ in members:
+                audio[index] = exc
+            continue
+        for (index, stream, step), speech in zip(members, speeches, strict=True):
+            audio[index] = stream.end(step, speech)
+        if observe is not None:
+            observe("vocoder", len(members), time.perf_counter() - started)
+    return audio
+
+
+def vocode_one(job: VocoderJob) -> torch.Tensor:
+    (audio,) = vocode([job])
+    if isinstance(audio, Exception):
+        raise audio
+    return audio
+
+
+@dataclass
+class _V2Step:
+    mel: torch.Tensor  # the cached frames and the chunk's
+    cache_source: torch.Tensor
+    finalize: bool
+    source: torch.Tensor | None = None
+
+    @property
+    def key(self) -> tuple:
+        return self.mel.shape[2], self.cache_source.shape[2]
 
 
 class HiftV2:
@@ -77,32 +143,55 @@ class HiftV2:
         self.window = np.hamming(2 * self.source_cache)
         self.cache: dict | None = None
 
-    def _vocode(self, mel: torch.Tensor, cache_source: torch.Tensor):
-        f0 = self.hift.f0_predictor(mel)
-        source = _nsf_source(self.hift, f0[:, None], self.generator, 0)
-        if cache_source.shape[2] != 0:
-            source[:, :, : cache_source.shape[2]] = cache_source
-        return self.hift.decode(x=mel, s=source), source
-
-    @torch.inference_mode()
     def __call__(self, mel: torch.Tensor, finalize: bool, speed: float = 1.0) -> torch.Tensor:
+        return vocode_one(VocoderJob(self, mel, finalize, speed))
+
+    def begin(self, mel: torch.Tensor, finalize: bool, speed: float) -> _V2Step:
         cache_source = torch.zeros(1, 1, 0, device=mel.device)
         if self.cache is not None:
             mel = torch.concat([self.cache["mel"], mel], dim=2)
             cache_source = self.cache["source"]
         if finalize and speed != 1.0:
             mel = F.interpolate(mel, size=int(mel.shape[2] / speed), mode="linear")
-        speech, source = self._vocode(mel, cache_source)
+        return _V2Step(mel, cache_source, finalize)
+
+    @staticmethod
+    def run(streams: list["HiftV2"], steps: list[_V2Step]) -> list[torch.Tensor]:
+        hift = streams[0].hift
+        mel = torch.cat([step.mel for step in steps])
+        f0 = hift.f0_predictor(mel)
+        source = _nsf_source(hift, f0[:, None], [stream.generator for stream in streams], [])
+        for row, step in enumerate(steps):
+            cached = step.cache_source.shape[2]
+            if cached:
+                source[row : row + 1, :, :cached] = step.cache_source
+            step.source = source[row : row + 1]
+        return list(hift.decode(x=mel, s=source).split(1))
+
+    def end(self, step: _V2Step, speech: torch.Tensor) -> torch.Tensor:
         if self.cache is not None:
             speech = self._fade(speech, self.cache["speech"], self.window)
-        if finalize:
+        if step.finalize:
             return speech
-        self.cache = {
-            "mel": mel[:, :, -self.mel_cache :],
-            "source": source[:, :, -self.source_cache :],
-            "speech": speech[:, -self.source_cache :],
+        self.cache = {  # copies: not views holding the whole batch
+            "mel": step.mel[:, :, -self.mel_cache :].clone(),
+            "source": step.source[:, :, -self.source_cache :].clone(),
+            "speech": speech[:, -self.source_cache :].clone(),
         }
         return speech[:, : -self.source_cache]
+
+
+@dataclass
+class _V3Step:
+    window: torch.Tensor  # the frames vocoded: MARGIN before the audio sent, and the new ones
+    start: int  # the window's first frame
+    total: int  # frames of mel so far
+    finalize: bool
+    whole: torch.Tensor | None = None  # speed changed: upstream's non-streaming pass over it, alone
+
+    @property
+    def key(self) -> tuple:
+        return (id(self),) if self.whole is not None else (self.window.shape[2], self.finalize)
 
 
 class HiftV3:
@@ -122,24 +211,39 @@ class HiftV3:
         self.sums: torch.Tensor | None = None  # running phase sums per frame, double precision (last rows)
         self.summed = 0  # frames whose phase increments are summed (the last kept_sums kept)
 
-    @torch.inference_mode()
     def __call__(self, mel: torch.Tensor, finalize: bool, speed: float = 1.0) -> torch.Tensor:
+        return vocode_one(VocoderJob(self, mel, finalize, speed))
+
+    def begin(self, mel: torch.Tensor, finalize: bool, speed: float) -> _V3Step:
         if finalize and speed != 1.0:  # upstream: non-streaming only, over the whole utterance
-            mel = F.interpolate(mel, size=int(mel.shape[2] / speed), mode="linear")
-            speech, _ = self.hift.inference(speech_feat=mel, finalize=True)
-            return speech
-        self.mel = mel if self.mel is None else torch.concat([self.mel, mel], dim=2)
+            whole = F.interpolate(mel, size=int(mel.shape[2] / speed), mode="linear")
+            return _V3Step(whole, 0, 0, True, whole=whole)
+        self.mel = mel.clone() if self.mel is None else torch.concat([self.mel, mel], dim=2)  # not a view of a batch
         total = self.first + self.mel.shape[2]
         start = max(self.first, self.sent - MARGIN)
-        window = self.mel[:, :, start - self.first :]
-        ready = total if finalize else total - self.lookahead  # frames whose F0 is known
-        f0 = self.hift.f0_predictor(window.to(torch.float64), finalize=finalize).to(window)
-        phase = self._phase(f0, start, ready)
-        source = _nsf_source(self.hift, f0[:, None], None, start, phase)
-        x = window if finalize else window[:, :, : -self.lookahead]
-        speech = self.hift.decode(x=x, s=source, finalize=finalize)
-        speech = speech[:, (self.sent - start) * SAMPLES_PER_FRAME :]
-        self.sent = total if finalize else total - self.trimmed
+        return _V3Step(self.mel[:, :, start - self.first :], start, total, finalize)
+
+    @staticmethod
+    def run(streams: list["HiftV3"], steps: list[_V3Step]) -> list[torch.Tensor]:
+        hift, first = streams[0].hift, steps[0]
+        if first.whole is not None:
+            return [hift.inference(speech_feat=first.whole, finalize=True)[0]]
+        lookahead, finalize = streams[0].lookahead, first.finalize
+        window = torch.cat([step.window for step in steps])
+        f0 = hift.f0_predictor(window.to(torch.float64), finalize=finalize).to(window)
+        phases = []
+        for row, (stream, step) in enumerate(zip(streams, steps, strict=True)):
+            ready = step.total if finalize else step.total - lookahead  # frames whose F0 is known
+            phases.append(stream._phase(f0[row : row + 1], step.start, ready))
+        source = _nsf_source(hift, f0[:, None], None, [step.start for step in steps], torch.cat(phases))
+        x = window if finalize else window[:, :, :-lookahead]
+        return list(hift.decode(x=x, s=source, finalize=finalize).split(1))
+
+    def end(self, step: _V3Step, speech: torch.Tensor) -> torch.Tensor:
+        if step.whole is not None:
+            return speech
+        speech = speech[:, (self.sent - step.start) * SAMPLES_PER_FRAME :]
+        self.sent = step.total if step.finalize else step.total - self.trimmed
         keep = max(0, self.sent - MARGIN - self.first)
         self.mel, self.first = self.mel[:, :, keep:], self.first + keep
         return speech
