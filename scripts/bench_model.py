@@ -19,7 +19,8 @@ and measures, for each in a process of its own:
   difference; service, first byte of a built-in and a cloned voice at 1 and 4 and real-time factors
   streaming and not; upstream, upstream's ``inference_*`` in this process on the same loaded model.
 
-Usage: ``make bench-model`` or ``python scripts/bench_model.py --generations 2 3 --phases parts server``.
+Usage: ``make bench-model`` or ``python scripts/bench_model.py --generations 2 3 --phases parts server`` (and
+``--configs batched`` for one configuration of the concurrency phase).
 Prints; asserts nothing. On a GPU (CUDA available) the same phases run there; ``scripts/gpu_bench.sh`` is the
 device machine's entry point.
 """
@@ -53,11 +54,12 @@ from engine_bench import (  # noqa: E402
 from app.config import Settings  # noqa: E402
 
 LEVELS = (1, 2, 4, 8)
-# the service's configurations at each level: (label, batching, COSYVOICE_STREAM_TAIL)
+# the service's configurations at each level: (label, batching, COSYVOICE_STREAM_TAIL); the batched ones last:
+# eight streams' keys and values at once may not fit a 24 GB machine (CosyVoice2 was killed there once)
 CONCURRENCY = (
+    ("per-request loop", False, "full"),
     ("batched", True, "full"),
     ("batched, chunked tail", True, "chunked"),
-    ("per-request loop", False, "full"),
 )
 PHASES = ("parts", "concurrency", "server", "chunks", "service", "upstream")
 DEFAULT_PHASES = ("parts", "concurrency", "server")
@@ -109,14 +111,14 @@ def recorded_audio(synth, n: int) -> int:
     return sum(r.samples for r in list(synth.recent)[-n:])
 
 
-def concurrency_phase(url: str, app, figures: dict) -> None:
+def concurrency_phase(url: str, app, figures: dict, configs: set[str]) -> None:
     """``/tts`` streaming at each level: batched (the LLM stepped together, flow and vocoder chunks gathered),
     batched with ``COSYVOICE_STREAM_TAIL=chunked``, and each request alone (the LLM in a thread per request,
     each chunk alone)."""
     engine, synth = app.state.speech.engine, app.state.speech.synthesizer
     pipeline, body, steps = engine.pipeline, {"tts_text": TEXT, "spk_id": SPEAKER}, []
     options = pipeline.options
-    for label, batching, tail in CONCURRENCY:
+    for label, batching, tail in [config for config in CONCURRENCY if config[0] in configs]:
         observe = lambda kind, size, seconds: steps.append((kind, size, seconds))  # noqa: E731
         pipeline.set_batch(dataclasses.replace(pipeline.batch, batching=batching, observe=observe))
         pipeline.options = dataclasses.replace(options, tail=tail)
@@ -235,7 +237,7 @@ def peak_rss() -> str:
     return f"{kb / 2**20:.1f} GiB"
 
 
-def measure(generation: int, source: Path | None, phases: set[str], size: str) -> None:
+def measure(generation: int, source: Path | None, phases: set[str], size: str, configs: set[str]) -> None:
     from app.engines.cosyvoice import import_upstream
     from tests.audio_utils import wav
     from tests.conftest import EN_PROMPT, spoken
@@ -274,7 +276,7 @@ def measure(generation: int, source: Path | None, phases: set[str], size: str) -
             if "parts" in phases:
                 parts_phase(engine, figures)
             if "concurrency" in phases:
-                concurrency_phase(url, app, figures)
+                concurrency_phase(url, app, figures, configs)
             if "chunks" in phases:
                 chunks_phase(engine, voice)
             if "service" in phases:
@@ -323,17 +325,20 @@ def main() -> None:
     parser.add_argument("--generations", type=int, nargs="+", default=[2, 3], choices=(2, 3))
     parser.add_argument("--phases", nargs="+", default=list(DEFAULT_PHASES), choices=PHASES)
     parser.add_argument("--size", choices=("full", "tiny"), default="full", help="tiny: a quick check of the script")
+    labels = [label for label, _, _ in CONCURRENCY]
+    parser.add_argument("--configs", nargs="+", default=labels, choices=labels, help="the concurrency phase's")
     parser.add_argument("--one", type=int, choices=(2, 3), help=argparse.SUPPRESS)  # the per-model child
     args = parser.parse_args()
     source = Settings().src
     if args.one:
-        measure(args.one, source, set(args.phases), args.size)
+        measure(args.one, source, set(args.phases), args.size, set(args.configs))
         return
     for generation in args.generations:
         if generation == 3 and source is None:
             print("== CosyVoice3 needs upstream's code: set COSYVOICE_SRC (make install-cosyvoice fetches it)")
             continue
         child = [sys.executable, __file__, "--one", str(generation), "--size", args.size, "--phases", *args.phases]
+        child += ["--configs", *args.configs]
         subprocess.run(child, check=False)
 
 

@@ -166,6 +166,20 @@ def cv(cv_settings):
         yield client
 
 
+@pytest.fixture
+def cv_engine(cv):
+    """The CosyVoice engine behind the ``cv`` app."""
+    return cv.app.state.speech.engine
+
+
+@pytest.fixture
+def cloned(cv_engine, male_prompt) -> dict:
+    """A voice cloned on ``cv_engine`` from the male prompt (not saved in the app's store)."""
+    from app.core.audio import prepare_prompt
+
+    return cv_engine.make_voice(EN_PROMPT, prepare_prompt(male_prompt, "prompt_audio", 1.0, 30.0))
+
+
 def last_record(app, timeout: float = 10.0):
     """The last stream's record, once every stream started is recorded as finished (a stream's worker ends, and
     is recorded, just after its response's last byte)."""

@@ -15,27 +15,15 @@ import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.core.audio import prepare_prompt
 from app.engines.base import Mode, SynthesisRequest
 from app.engines.cosyvoice.batching import Gatherer, PassFailed
 from app.engines.cosyvoice.llm import LMInput
 from app.engines.cosyvoice.pipeline import Utterance, _ChunkedStream
 from app.engines.cosyvoice.vocoder import VocoderJob, vocode
-from tests.conftest import EN_PROMPT
 from tests.test_cosyvoice import TEXT, TWO_SENTENCES
 
 TOLERANCE = 1e-5
 MEL_TOLERANCE = 1e-5
-
-
-@pytest.fixture
-def cv_engine(cv):
-    return cv.app.state.speech.engine
-
-
-@pytest.fixture
-def cloned(cv_engine, male_prompt) -> dict:
-    return cv_engine.make_voice(EN_PROMPT, prepare_prompt(male_prompt, "prompt_audio", 1.0, 30.0))
 
 
 def _requests(cloned: dict) -> list[SynthesisRequest]:
@@ -234,8 +222,9 @@ def _flow_chunks(pipeline, utterance: Utterance, tokens: torch.Tensor) -> list[t
 
 
 def test_flow_chunks_of_streams_side_by_side_run_in_one_pass_each_as_alone(cv_engine, monkeypatch):
-    """Three streams at different points (prompt tails of 0, 10 and 2 tokens run with the first chunk, chunks of
-    different lengths, different numbers of frames before them) gathered into one pass per round."""
+    """Three streams at different points (prompt tails of 0, 10 and 2 tokens, so different numbers of frames
+    before each chunk, and last chunks of different lengths): each first chunk runs at once, alone; every later
+    round is gathered into one pass."""
     pipeline, flows = cv_engine.pipeline, cv_engine.pipeline.flows
     utterances = [_utterance(p) for p in (0, 60, 77)]
     generator = torch.Generator().manual_seed(7)
@@ -254,7 +243,7 @@ def test_flow_chunks_of_streams_side_by_side_run_in_one_pass_each_as_alone(cv_en
 
     with ThreadPoolExecutor(3) as pool:
         together = list(pool.map(stream, range(3)))
-    assert passes == [("flow", 3)] * 3
+    assert passes == [("flow", 1)] * 3 + [("flow", 3)] * 2
     for ours, theirs in zip(together, alone, strict=True):
         assert [m.shape for m in ours] == [m.shape for m in theirs]
         assert len({m.shape[2] for m in ours}) == 3 and theirs[0].abs().max() > 1  # different lengths, a real mel
@@ -296,6 +285,24 @@ def test_vocoder_chunks_of_streams_side_by_side_run_as_one_batch_each_as_alone(c
         assert max((a - b).abs().max().item() for a, b in zip(ours, theirs, strict=True)) <= TOLERANCE
 
 
+def test_a_vocoder_stack_that_fails_fails_only_its_own_streams(cv_engine, monkeypatch):
+    pipeline = cv_engine.pipeline
+    streams = [pipeline.vocoder(pipeline.generators(seed)) for seed in (1, 2, 3)]
+    kind, original = type(streams[0]), type(streams[0]).run
+
+    def run(group, steps):
+        if steps[0].key[0] == 60:
+            raise RuntimeError("out of memory")
+        return original(group, steps)
+
+    monkeypatch.setattr(kind, "run", staticmethod(run))
+    generator = torch.Generator().manual_seed(3)
+    mels = [torch.randn(1, 80, n, generator=generator) - 5 for n in (50, 50, 60)]
+    audio = vocode([VocoderJob(stream, mel, finalize=False) for stream, mel in zip(streams, mels, strict=True)])
+    assert [type(a) for a in audio] == [torch.Tensor, torch.Tensor, RuntimeError]
+    assert audio[0].abs().max() > 0.01 and str(audio[2]) == "out of memory"
+
+
 def _gathering(max_batch: int, wait: float, fail_on=None) -> tuple[Gatherer, list[list]]:
     batches = []
 
@@ -332,6 +339,14 @@ def test_a_stream_alone_never_waits_for_a_batch():
         assert [gatherer(1), gatherer(2)] == [10, 20]
     assert gatherer(3) == 30  # nor one outside the stage
     assert batches == [[1], [2], [3]] and time.monotonic() - started < 15  # not the wait
+
+
+def test_a_first_chunk_runs_at_once_alone():
+    gatherer, batches = _gathering(max_batch=4, wait=30.0)
+    started = time.monotonic()
+    with gatherer.joined(), gatherer.joined():  # another stream in the stage: a pass would wait for it
+        assert gatherer.alone(5) == 50
+    assert batches == [[5]] and time.monotonic() - started < 15  # not the wait
 
 
 def test_jobs_handed_in_together_run_together_up_to_the_batch():

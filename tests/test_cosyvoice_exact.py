@@ -22,26 +22,15 @@ import numpy as np
 import pytest
 import torch
 
-from app.core.audio import prepare_prompt
 from app.engines.base import Mode, SynthesisRequest
 from app.engines.cosyvoice.flow import FlowPrefix
 from app.engines.cosyvoice.pipeline import PromptCache, StreamOptions, _upstream_flow
 from app.engines.cosyvoice.vocoder import HiftV3
-from tests.conftest import EN_PROMPT, clone
+from tests.conftest import clone
 from tests.test_cosyvoice import TEXT, TWO_SENTENCES
 
 MEL_TOLERANCE = 1e-5  # float32 sums in another order (measured: 2e-6)
 AUDIO_TOLERANCE = 1e-5  # measured: 1.4e-7
-
-
-@pytest.fixture
-def cv_engine(cv):
-    return cv.app.state.speech.engine
-
-
-@pytest.fixture
-def cloned(cv_engine, male_prompt) -> dict:
-    return cv_engine.make_voice(EN_PROMPT, prepare_prompt(male_prompt, "prompt_audio", 1.0, 30.0))
 
 
 def _upstream_model(cv_engine):

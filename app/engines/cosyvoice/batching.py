@@ -22,7 +22,9 @@ the others' prompts have run, piece by piece (the first audio of a burst, measur
 Token to wave: the streams' token-to-wave stages run in their own threads and hand each flow chunk's ODE
 solve (ten estimator passes, the stage's bulk) and each vocoder chunk to a ``Gatherer``, which runs those
 that arrive within a few milliseconds of each other as one pass: flow chunks packed along the frame axis
-(``flow.Chunk``, ``caches.Rows``), vocoder chunks of the same length stacked (``vocoder.vocode``).
+(``flow.Chunk``, ``caches.Rows``), vocoder chunks of the same length stacked (``vocoder.vocode``). A stream's
+first chunk is not gathered: it runs at once, alone (``Gatherer.alone``), so a new stream's first audio never
+waits for other streams' work.
 """
 
 import logging
@@ -127,8 +129,7 @@ class Scheduler:
                     self._prefilling = None
                     self._active.append(decoding)
                     self._emit([decoding], hidden)
-                else:
-                    self.lm.synchronize()  # a piece's time, not its launch's (CUDA)
+                # on CUDA a piece that ends no prompt is timed to its launch: waiting would stall the next step
                 self.observe("prefill", decoding.length - before, time.perf_counter() - started)
             except Exception as exc:  # noqa: BLE001 - this request's failure (its prompt), not the others'
                 self._fail([decoding], exc)
@@ -204,6 +205,15 @@ class Gatherer:
                 self.members -= 1
                 self._changed.notify_all()
 
+    def alone(self, job):
+        """Run ``job`` now, in this thread, by itself (a stream's first chunk: never held for a batch)."""
+        started = time.perf_counter()
+        (result,) = self.run([job])
+        if isinstance(result, BaseException):
+            raise result
+        self.observe(self.kind, 1, time.perf_counter() - started)
+        return result
+
     def __call__(self, job):
         mine: Future = Future()
         with self._changed:
@@ -236,17 +246,20 @@ class Gatherer:
             results = self.run([job for job, _ in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"{len(results)} results for {len(batch)} jobs")
-        except BaseException as exc:  # noqa: BLE001 - every stream in the pass gets the failure, none waits
+            for (_, future), result in zip(batch, results, strict=True):
+                if isinstance(result, BaseException):  # that job's own failure (the others' went on)
+                    future.set_exception(self._failure(result))
+                else:
+                    future.set_result(result)
+        except Exception as exc:  # noqa: BLE001 - every stream in the pass gets the failure
             for _, future in batch:
-                future.set_exception(self._failure(exc))
-            if not isinstance(exc, Exception):
-                raise
+                if not future.done():
+                    future.set_exception(self._failure(exc))
             return
-        for (_, future), result in zip(batch, results, strict=True):
-            if isinstance(result, BaseException):  # that job's own failure (the others' went on)
-                future.set_exception(self._failure(result))
-            else:
-                future.set_result(result)
+        finally:  # whatever happened above (even a BaseException), no stream is left waiting
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(PassFailed(f"the {self.kind} pass was interrupted"))
         self.observe(self.kind, len(batch), time.perf_counter() - started)
 
     def _failure(self, cause: BaseException) -> "PassFailed":

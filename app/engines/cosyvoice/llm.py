@@ -145,11 +145,6 @@ class SpeechLM:
     def device(self) -> torch.device:
         return self.llm.llm_decoder.weight.device
 
-    def synchronize(self) -> None:
-        """Until the LLM's queued GPU work is done (nothing on the CPU)."""
-        if self.cuda_stream is not None:
-            self.cuda_stream.synchronize()
-
     def context(self):
         """Where the LLM's work runs: its own CUDA stream (after what the default stream queued), autocast."""
         if self.cuda_stream is not None:  # whatever made the inputs on the default stream is done first

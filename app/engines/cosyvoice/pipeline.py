@@ -232,10 +232,12 @@ class Pipeline:
             for chunk in chunks:
                 yield chunk.reshape(-1).float().cpu().numpy()
         finally:
-            if chunks is not None:
-                chunks.close()  # leaves the token-to-wave stage now, not when collected
             stop.set()
-            tokens.wait_closed()  # the LLM stage has dropped this request (its slot is free)
+            try:
+                if chunks is not None:
+                    chunks.close()  # leaves the token-to-wave stage now, not when collected
+            finally:
+                tokens.wait_closed()  # the LLM stage has dropped this request (its slot is free)
 
     def _decode(self, request: LMInput, generator: torch.Generator, out: TokenStream, stop) -> None:
         if self.scheduler is not None:
@@ -246,9 +248,12 @@ class Pipeline:
             args = (request, generator, out, stop)
             threading.Thread(target=self.lm.run_upstream, args=args, name="cosyvoice-llm", daemon=True).start()
 
-    def solve(self, chunk: Chunk) -> torch.Tensor:
-        """One stream's flow chunk to mel: batched with other streams' chunks ready at the same time, or alone."""
-        return self.flows(chunk) if self.flows is not None else self.chunked.solve([chunk])[0]
+    def solve(self, chunk: Chunk, alone: bool = False) -> torch.Tensor:
+        """One stream's flow chunk to mel: batched with other streams' chunks ready at the same time, or alone
+        (a stream's first chunk is never held for a batch: it runs at once)."""
+        if self.flows is None:
+            return self.chunked.solve([chunk])[0]
+        return self.flows.alone(chunk) if alone else self.flows(chunk)
 
     def _stream(self, utterance: Utterance, tokens: TokenStream, vocoder, cancelled) -> Iterator[torch.Tensor]:
         flow = _ChunkedStream(self, utterance) if self.chunked else _RecomputedStream(self.flow, utterance)
@@ -268,12 +273,13 @@ class Pipeline:
                 return
             if len(have) < offset + this_hop + lookahead:
                 if len(have) > offset:
-                    yield self._vocode(vocoder, self._last_mel(flow, utterance, have, offset), finalize=True)
+                    mel = self._last_mel(flow, utterance, have, offset)
+                    yield self._vocode(vocoder, mel, finalize=True, alone=offset == 0)
                 return
             chunk, context = have[offset : offset + this_hop], have[offset + this_hop : offset + this_hop + lookahead]
             with torch.autocast("cuda", enabled=self.fp16):
                 mel = flow(self._tensor(chunk), self._tensor(context))
-            yield self._vocode(vocoder, mel, finalize=False)
+            yield self._vocode(vocoder, mel, finalize=False, alone=offset == 0)
             offset, hop = offset + this_hop, min(self.options.max_hop, hop * 2)
 
     def _last_mel(self, flow, utterance: Utterance, have: list[int], offset: int) -> torch.Tensor:
@@ -287,10 +293,14 @@ class Pipeline:
     def _tensor(self, tokens: list[int]) -> torch.Tensor:
         return torch.tensor([tokens], dtype=torch.int32, device=self.device)
 
-    def _vocode(self, vocoder, mel: torch.Tensor, finalize: bool, speed: float = 1.0) -> torch.Tensor:
+    def _vocode(self, vocoder, mel: torch.Tensor, finalize: bool, speed: float = 1.0, alone=False) -> torch.Tensor:
+        """One stream's vocoder chunk: stacked with other streams' of its length ready at the same time, or
+        alone (a stream's first chunk runs at once)."""
         job = VocoderJob(vocoder, mel, finalize, speed)
         with torch.autocast("cuda", enabled=self.fp16 and self.causal_vocoder):  # as upstream's token2wav
-            return self.vocoders(job) if self.vocoders is not None else vocode_one(job)
+            if self.vocoders is None:
+                return vocode_one(job)
+            return self.vocoders.alone(job) if alone else self.vocoders(job)
 
     def _whole(self, utterance: Utterance, tokens: TokenStream, vocoder, speed: float, cancelled):
         have, _ = tokens.wait_for(float("inf"))
@@ -298,7 +308,7 @@ class Pipeline:
             return
         with torch.autocast("cuda", enabled=self.fp16):
             mel = _upstream_flow(self.flow, self._tensor(have), utterance, streaming=False, finalize=True)
-        yield self._vocode(vocoder, mel, finalize=True, speed=speed)
+        yield self._vocode(vocoder, mel, finalize=True, speed=speed, alone=True)
 
 
 def _upstream_flow(flow, token: torch.Tensor, utterance: Utterance, streaming: bool, finalize: bool) -> torch.Tensor:
@@ -321,6 +331,7 @@ class _ChunkedStream:
 
     def __init__(self, pipeline: Pipeline, utterance: Utterance):
         self.chunked, self.solve = pipeline.chunked, pipeline.solve
+        self.first = True  # the stream's first chunk runs at once, alone
         self.prefix = pipeline.prefix(utterance)
         device = pipeline.device
         self.prompt = utterance.prompt_tokens.to(device)
@@ -335,7 +346,8 @@ class _ChunkedStream:
         cond = torch.zeros(1, 80, joined.shape[1] * ratio, device=tokens.device, dtype=self.spks.dtype)
         prompt_frames = self.feat[:, start * ratio :]
         cond[:, :, : prompt_frames.shape[1]] = prompt_frames.transpose(1, 2)
-        mel = self.solve(self.chunked.encode(self.prefix, joined, context, cond, self.spks))
+        mel = self.solve(self.chunked.encode(self.prefix, joined, context, cond, self.spks), alone=self.first)
+        self.first = False
         return mel[:, :, pending.shape[1] * ratio :]
 
 

@@ -89,13 +89,18 @@ class VocoderJob:
 
 @torch.inference_mode()
 def vocode(jobs: list[VocoderJob], observe=None) -> list[torch.Tensor | Exception]:
-    """Each job's audio (1, samples), in order: jobs whose inputs have the same shape run as one batch (told to
-    ``observe("vocoder", jobs, seconds)``). A batch that fails gives its jobs the exception; the others go on."""
+    """Each job's audio (1, samples), in order: jobs whose inputs have the same shape run as one batch (each
+    batch told to ``observe("vocoder", its size, seconds)``). A job or a batch that fails gets its exception in
+    place of its audio; the others go on."""
+    audio: list[torch.Tensor | Exception | None] = [None] * len(jobs)
     groups: dict[tuple, list] = {}
     for index, job in enumerate(jobs):
-        step = job.stream.begin(job.mel, job.finalize, job.speed)
+        try:
+            step = job.stream.begin(job.mel, job.finalize, job.speed)
+        except Exception as exc:  # noqa: BLE001 - this stream's failure, not the others'
+            audio[index] = exc
+            continue
         groups.setdefault((type(job.stream), *step.key), []).append((index, job.stream, step))
-    audio: list[torch.Tensor | Exception | None] = [None] * len(jobs)
     for members in groups.values():
         streams, steps = [m[1] for m in members], [m[2] for m in members]
         started = time.perf_counter()
@@ -106,7 +111,10 @@ def vocode(jobs: list[VocoderJob], observe=None) -> list[torch.Tensor | Exceptio
                 audio[index] = exc
             continue
         for (index, stream, step), speech in zip(members, speeches, strict=True):
-            audio[index] = stream.end(step, speech)
+            try:
+                audio[index] = stream.end(step, speech)
+            except Exception as exc:  # noqa: BLE001 - this stream's failure, not the others'
+                audio[index] = exc
         if observe is not None:
             observe("vocoder", len(members), time.perf_counter() - started)
     return audio
@@ -128,7 +136,7 @@ class _V2Step:
 
     @property
     def key(self) -> tuple:
-        return self.mel.shape[2], self.cache_source.shape[2]
+        return (self.mel.shape[2],)  # each row's cached source is set in run
 
 
 class HiftV2:
