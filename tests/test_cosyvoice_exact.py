@@ -396,7 +396,7 @@ def test_a_failing_token_to_wave_stage_stops_the_llm(cv_engine, cloned, monkeypa
             time.sleep(0.001)
             yield 7
 
-    def failing(vocoder, mel, finalize, speed=1.0):
+    def failing(vocoder, mel, finalize, **options):
         raise RuntimeError("the vocoder broke")
 
     if pipeline.scheduler is not None:
