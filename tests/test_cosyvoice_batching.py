@@ -19,7 +19,7 @@ from app.engines.base import Mode, SynthesisRequest
 from app.engines.cosyvoice.batching import Gatherer, PassFailed
 from app.engines.cosyvoice.llm import LMInput
 from app.engines.cosyvoice.pipeline import Utterance, _ChunkedStream
-from app.engines.cosyvoice.vocoder import VocoderJob, vocode
+from app.engines.cosyvoice.vocoder import VocoderJob, vocode, vocode_one
 from tests.test_cosyvoice import TEXT, TWO_SENTENCES
 
 TOLERANCE = 1e-5
@@ -283,6 +283,24 @@ def test_vocoder_chunks_of_streams_side_by_side_run_as_one_batch_each_as_alone(c
         ours, theirs = [chunks[i] for chunks in together], alone[i]
         assert [c.shape for c in ours] == [c.shape for c in theirs] and torch.cat(theirs, 1).abs().max() > 0.01
         assert max((a - b).abs().max().item() for a, b in zip(ours, theirs, strict=True)) <= TOLERANCE
+
+
+def test_a_last_chunk_stacks_with_a_middle_one_only_where_the_vocoder_allows(cv_engine, monkeypatch):
+    """CosyVoice3's causal HiFT runs a last chunk differently (no look-ahead left): never in one stack with a
+    middle chunk of the same length. CosyVoice2's HiFT runs both alike and stacks them."""
+    pipeline = cv_engine.pipeline
+    generator = torch.Generator().manual_seed(5)
+    mels = [torch.randn(1, 80, 50, generator=generator) - 5 for _ in range(2)]
+
+    def jobs(streams) -> list[VocoderJob]:
+        return [VocoderJob(streams[0], mels[0], finalize=False), VocoderJob(streams[1], mels[1], finalize=True)]
+
+    alone = [vocode_one(job) for job in jobs([pipeline.vocoder(pipeline.generators(s)) for s in (1, 2)])]
+    sizes = _batch_sizes(pipeline, monkeypatch)
+    together = vocode(jobs([pipeline.vocoder(pipeline.generators(s)) for s in (1, 2)]))
+    assert sizes == ([1, 1] if pipeline.causal_vocoder else [2])
+    for ours, theirs in zip(together, alone, strict=True):
+        assert ours.shape == theirs.shape and (ours - theirs).abs().max() <= TOLERANCE
 
 
 def test_a_vocoder_stack_that_fails_fails_only_its_own_streams(cv_engine, monkeypatch):
