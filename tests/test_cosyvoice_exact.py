@@ -24,7 +24,8 @@ import torch
 
 from app.engines.base import Mode, SynthesisRequest
 from app.engines.cosyvoice.flow import FlowPrefix
-from app.engines.cosyvoice.pipeline import PromptCache, StreamOptions, _upstream_flow
+from app.engines.cosyvoice.pipeline import StreamOptions, _upstream_flow
+from app.engines.cosyvoice.prompts import PromptCache
 from app.engines.cosyvoice.vocoder import HiftV3
 from tests.conftest import clone
 from tests.test_cosyvoice import TEXT, TWO_SENTENCES

@@ -49,7 +49,10 @@ def load_engine(settings: Settings, observer: EngineObserver | None = None) -> L
             text_frontend=settings.text_frontend,
             stream=stream,
             batch=BatchOptions(
-                settings.max_concurrency, settings.batching, settings.gather_wait_ms / 1000, **observing
+                max_batch=settings.max_concurrency,
+                batching=settings.batching,
+                gather_wait=settings.gather_wait_ms / 1000,
+                **observing,
             ),
         )
         return LoadedEngine(engine, settings.model_dir, reason)

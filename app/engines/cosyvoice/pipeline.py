@@ -12,10 +12,8 @@ full attention, then the vocoder.
 """
 
 import functools
-import hashlib
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ import torch
 from app.engines.cosyvoice.batching import Gatherer, Scheduler, StepObserver, unobserved
 from app.engines.cosyvoice.flow import Chunk, ChunkedFlow, FlowPrefix, chunkable
 from app.engines.cosyvoice.llm import LMInput, SpeechLM, TokenStream
+from app.engines.cosyvoice.prompts import PromptCache, fingerprint
 from app.engines.cosyvoice.vocoder import HiftV2, HiftV3, VocoderJob, vocode, vocode_one
 
 log = logging.getLogger(__name__)
@@ -65,52 +64,6 @@ class BatchOptions:
     batching: bool = True  # False: each request alone (its LLM in a thread of its own, its flow chunks alone)
     gather_wait: float = 0.005  # seconds a batch of flow or vocoder chunks waits at most for other streams'
     observe: StepObserver = unobserved  # told each step's kind, size and seconds (the /metrics door)
-
-
-class PromptCache:
-    """Voices' flow prefixes by content (a voice restored from storage finds its prefix), bounded in bytes."""
-
-    def __init__(self, budget: int):
-        self.budget = budget
-        self._entries: OrderedDict[str, FlowPrefix] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    def get(self, key: str) -> FlowPrefix | None:
-        with self._lock:
-            prefix = self._entries.get(key)
-            if prefix is None:
-                self.misses += 1
-                return None
-            self.hits += 1
-            self._entries.move_to_end(key)
-            return prefix
-
-    def put(self, key: str, prefix: FlowPrefix) -> bool:
-        """Keep ``prefix``; False when it is not kept (over the whole budget, or another is already kept)."""
-        size = prefix.nbytes()
-        with self._lock:
-            if size > self.budget or key in self._entries:
-                return False
-            self._entries[key] = prefix
-            self._bytes += size
-            while self._bytes > self.budget:
-                _, dropped = self._entries.popitem(last=False)
-                self._bytes -= dropped.nbytes()
-        return True
-
-    @property
-    def nbytes(self) -> int:
-        return self._bytes
-
-
-def _fingerprint(*tensors: torch.Tensor) -> str:
-    digest = hashlib.blake2b(digest_size=16)
-    for tensor in tensors:
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 class Pipeline:
@@ -179,7 +132,7 @@ class Pipeline:
         prompt = utterance.prompt_tokens[:, : tokens + self.chunked.lookahead].to(self.device)
         feat = utterance.prompt_feat[:, : tokens * self.chunked.ratio].to(self.device)
         embedding = utterance.embedding.to(self.device)
-        key = _fingerprint(prompt, feat, embedding)
+        key = fingerprint(prompt, feat, embedding)
         kept = self.prompts.get(key)
         if kept is not None:
             return kept.copy()
