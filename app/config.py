@@ -1,10 +1,11 @@
 """Settings: the only place that reads the environment (prefix ``COSYVOICE_``)."""
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.core.names import name_problem  # the one name rule
 
@@ -93,6 +94,12 @@ class Settings(BaseSettings):
     fetch_private: bool = False
     fetch_timeout_seconds: float = Field(10.0, gt=0)
 
+    # browser pages on other origins that may call every HTTP door (app/api/cors.py): comma-separated origins,
+    # "*" for any, "host:*" for any port, "" for none; by default pages served from this machine
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"]
+    )
+
     # upstream CosyVoice's gRPC API (runtime/python/grpc): off unless a port is given
     grpc_port: int | None = Field(None, ge=1, le=65535)
     grpc_host: str = "127.0.0.1"
@@ -107,6 +114,19 @@ class Settings(BaseSettings):
             if problem:
                 raise ValueError(f"COSYVOICE_{info.field_name.upper()}: {their_name!r} -> {target!r}: {problem}")
         return table
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value):
+        if isinstance(value, str):
+            value = [entry.strip().rstrip("/") for entry in value.split(",") if entry.strip()]
+        for origin in value:
+            if origin != "*" and not re.fullmatch(r"https?://[^/?#\s]+", origin):
+                raise ValueError(
+                    f"COSYVOICE_CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port], "
+                    "scheme://host:* for any port, or *)"
+                )
+        return value
 
     @model_validator(mode="after")
     def _budget_holds_a_body(self) -> "Settings":

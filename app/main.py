@@ -6,8 +6,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app.api import cors, system, web
 from app.api import metrics as metrics_door
-from app.api import system, web
 from app.api.dashscope import enrollment as dashscope_enrollment
 from app.api.dashscope import errors as dashscope_errors
 from app.api.dashscope import http as dashscope_http
@@ -85,5 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if keys is not None:  # inside the body limits: a refusal that leaves a body unread closes the connection
         app.add_middleware(RequireApiKey, keys=keys, door_for=door_for, rejected=metrics.rejected)
     app.add_middleware(RequestLimits, settings=settings, door_for=door_for, rejected=metrics.rejected)
+    # outside the keys and limits: a preflight carries no key, and a page must be able to read a 401 or a 429
+    cors.install(app, settings.cors_origins)
     app.add_middleware(metrics_door.RequestMetrics, metrics=metrics)  # outermost: it sees every answer
     return app

@@ -13,6 +13,7 @@ from app.engines.base import Mode, SynthesisRequest
 from app.engines.espeak import EspeakEngine
 from app.main import create_app
 from tests.audio_utils import wav
+from tests.browser import browser  # noqa: F401 - a fixture
 from tests.server import live_server  # noqa: F401 - used by the tests through conftest
 
 ENGINE_RATE = 24000

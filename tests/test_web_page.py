@@ -1,11 +1,9 @@
 """The web page at `/`: its own API over HTTP, and the page itself in a real browser (Debian's Chromium, headless).
 
-The browser is the system's Chromium (`make browser`, or `apt-get install chromium`), never one a test tool
-downloads; without it these tests fail, saying so. Screenshots go to .artifacts/.
+The browser is conftest's (tests/browser.py). Screenshots go to .artifacts/.
 """
 
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -18,19 +16,6 @@ from app.config import Settings
 from tests.audio_utils import decode, decode_pcm, tone, wav
 from tests.conftest import EN_PROMPT, live_server
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-]
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts"
 RATE = 24000
 LONG_TEXT = " ".join(
@@ -221,22 +206,6 @@ def test_prompt_check_refuses_what_is_not_audio(http):
 
 
 # -- the page in Chromium ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(
-            f"Chromium is not installed at {CHROMIUM} (the web page tests need it): run `make browser`, or "
-            "`apt-get install chromium`, or point CHROMIUM at a Chromium binary",
-            pytrace=False,
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 class Page:
