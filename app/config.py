@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     grpc_port: int | None = Field(None, ge=1, le=65535)
     grpc_host: str = "127.0.0.1"
 
+    # the Wyoming protocol (Home Assistant's voice pipelines): off unless a port is given. It has no keys of its
+    # own: it lists and speaks the built-ins, the shared library (without API keys) and wyoming_user's voices
+    wyoming_port: int | None = Field(None, ge=1, le=65535)
+    wyoming_host: str = "127.0.0.1"
+    wyoming_user: str = ""
+
     log_level: str = "INFO"
 
     @field_validator("openai_voices", "dashscope_voices")
@@ -133,6 +139,13 @@ class Settings(BaseSettings):
         if self.max_buffered_mb < self.max_upload_mb:
             raise ValueError("COSYVOICE_MAX_BUFFERED_MB must be at least COSYVOICE_MAX_UPLOAD_MB")
         return self
+
+    @field_validator("wyoming_user")
+    @classmethod
+    def _user_is_a_name(cls, user: str) -> str:
+        if user and (problem := name_problem(user)):
+            raise ValueError(f"COSYVOICE_WYOMING_USER: {problem}")
+        return user
 
     @field_validator("src", "storage_dir", mode="before")
     @classmethod

@@ -20,7 +20,8 @@ from app.api.openai import router as openai_router
 from app.api.runtime import grpc_server
 from app.api.runtime import http as runtime_http
 from app.api.seed import errors as seed_errors
-from app.api.seed import generate, tts, voices
+from app.api.seed import generate, sillytavern, tts, voices
+from app.api.wyoming import door as wyoming
 from app.config import Settings
 from app.core.speech import SpeechService
 from app.core.synthesis import Synthesizer
@@ -57,12 +58,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.speech = SpeechService(settings, loaded.engine, voice_store, synthesizer)
         app.state.engine_reason = loaded.reason
         metrics.speech = app.state.speech
-        grpc = None
+        grpc = home_assistant = None
         try:
             if settings.grpc_port:
                 grpc = await grpc_server.start(app.state.speech, settings.grpc_host, settings.grpc_port, keys)
+            if settings.wyoming_port:
+                home_assistant = await wyoming.start(
+                    app.state.speech, settings.wyoming_host, settings.wyoming_port, settings.wyoming_user, app.version
+                )
             yield
         finally:
+            if home_assistant is not None:
+                await home_assistant.stop()
             if grpc is not None:
                 await grpc.stop(grace=5)
             app.state.speech.shutdown()
@@ -77,7 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         (dashscope_ws.PATH, dashscope_errors.render),  # a refused handshake
     ]
     door_for = install_error_handlers(app, doors, default=seed_errors.render)
-    seed = (voices.router, tts.router, generate.router)
+    seed = (voices.router, tts.router, generate.router, sillytavern.router)
     dashscope = (dashscope_ws.router, dashscope_http.router, dashscope_enrollment.router)
     for router in (*seed, openai_router.router, runtime_http.router, *dashscope, system.router, metrics_door.router):
         app.include_router(router)

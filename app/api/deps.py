@@ -22,6 +22,11 @@ def caller_user(connection: HTTPConnection) -> str:
     return getattr(connection.state, "key_user", "")
 
 
+def anonymous(connection: HTTPConnection) -> bool:
+    """A discovery call without a key on a server that uses API keys: it may see only what is nobody's."""
+    return getattr(connection.state, "anonymous", False)
+
+
 def user_for(connection: HTTPConnection, sent: str) -> str:
     """The user a request acts for: with a key, the key's user (a request naming another user is refused);
     without keys, the user the request names ("" for the shared library)."""

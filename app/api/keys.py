@@ -24,6 +24,9 @@ MIN_KEY_LENGTH = 16
 _OPEN_PATHS = {"/", "/index.html", "/favicon.ico", "/health", "/ready", "/metrics", "/docs", "/redoc", "/openapi.json"}
 # DashScope's results are fetched as plain URLs (its own are presigned); a result's id is 128 random bits
 _OPEN_PREFIXES = ("/web/", "/docs/", "/api/v1/services/audio/tts/results/")
+# what a request without a key may ask, and get only what is not anybody's: Open WebUI lists voices and models
+# without sending its key (its routers/audio.py), so these answer the built-ins to it and a key's user more
+_DISCOVERY_PATHS = {"/v1/audio/voices", "/v1/audio/models"}
 _KEY_HEADERS = (b"authorization", b"x-api-key")
 
 
@@ -147,8 +150,12 @@ class RequireApiKey:
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
         authorization, x_api_key = (headers.get(name, b"").decode("latin-1") for name in _KEY_HEADERS)
+        key = presented_key(authorization, x_api_key)
+        if not key and scope.get("method") == "GET" and path in _DISCOVERY_PATHS:
+            scope.setdefault("state", {})["anonymous"] = True
+            return await self.app(scope, receive, send)
         try:
-            user = check_key(self.keys, presented_key(authorization, x_api_key))
+            user = check_key(self.keys, key)
         except Unauthenticated as exc:
             self.rejected("unauthenticated")
             response = self.door_for(path)(exc, {})

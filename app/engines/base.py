@@ -51,6 +51,9 @@ class SpeechEngine(Protocol):
 
     def builtin_speakers(self) -> list[str]: ...
 
+    def voice_languages(self, speaker: str | None) -> list[str]:
+        """The languages (ISO 639 codes) a built-in speaker, or with None a cloned voice, speaks well."""
+
     def make_voice(self, prompt_text: str, prompt: PromptAudio) -> dict:
         """Build a voice profile (persisted in spk2info.pt) from a prepared prompt."""
 

@@ -166,6 +166,8 @@ _BUILTINS = {
     "韩语女": _Builtin("ko", "female"),
 }
 
+_ISO_639 = {"cmn": "zh", "en-us": "en", "ja": "ja", "yue": "yue", "ko": "ko"}
+
 _CALIBRATION_TEXT = {
     "en-us": "The quick brown fox jumps over the lazy dog, and then it runs back home again.",
     "cmn": "今天天气很好，我们一起去公园散步，然后回家吃饭。",
@@ -250,6 +252,12 @@ class EspeakEngine:
 
     def builtin_speakers(self) -> list[str]:
         return list(self._builtins)
+
+    def voice_languages(self, speaker: str | None) -> list[str]:
+        """A built-in speaks its espeak-ng voice's language; a cloned voice, the languages ``language_of`` tells."""
+        if speaker in self._builtins:
+            return [_ISO_639[self._builtins[speaker].language]]
+        return ["zh", "en", "ja", "ko"]
 
     def make_voice(self, prompt_text: str, prompt: PromptAudio) -> dict:
         measured = prosody.measure(prompt.samples, PROMPT_RATE, prompt_text)

@@ -57,10 +57,26 @@ class Voice(BaseModel):
     type: Literal["audio_sample"] = "audio_sample"
 
 
+class VoiceChoice(BaseModel):
+    id: str = Field(description="what to send as `voice`")
+    name: str
+
+
 class VoiceList(BaseModel):
     object: Literal["list"] = "list"
-    data: list[Voice]
+    data: list[Voice] = Field(description="the cloned voices, in OpenAI's shape")
     has_more: bool = False
+    voices: list[VoiceChoice] = Field(
+        description="every voice a request may name (OpenAI's names, the built-ins, the cloned), as Open WebUI reads"
+    )
+
+
+class AudioModel(BaseModel):
+    id: str
+
+
+class AudioModelList(BaseModel):
+    models: list[AudioModel]
 
 
 class VoiceDeleted(BaseModel):

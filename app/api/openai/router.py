@@ -11,7 +11,15 @@ from app.api.bodies import SafeBodyRoute
 from app.api.deps import Speech, caller_user
 from app.api.errors import DoorError
 from app.api.openai.errors import error_object
-from app.api.openai.models import OPENAI_MODELS, ErrorResponse, Model, ModelList, SpeechBody
+from app.api.openai.models import (
+    OPENAI_MODELS,
+    AudioModel,
+    AudioModelList,
+    ErrorResponse,
+    Model,
+    ModelList,
+    SpeechBody,
+)
 from app.api.openai.voices import router as voices_router
 from app.api.responses import AudioResponse
 from app.core.errors import ClientGone, DomainError, EngineFailure
@@ -48,6 +56,12 @@ def model_ids(speech: SpeechService) -> list[str]:
 async def list_models(speech: Speech) -> ModelList:
     """The engine this server runs, under its own name and OpenAI's speech model names."""
     return ModelList(data=[Model(id=i, created=_STARTED, owned_by="cosyvoice-service") for i in model_ids(speech)])
+
+
+@router.get("/audio/models")
+async def list_audio_models(speech: Speech) -> AudioModelList:
+    """The same models in the shape Open WebUI reads (not part of OpenAI's API); needs no API key."""
+    return AudioModelList(models=[AudioModel(id=i) for i in model_ids(speech)])
 
 
 @router.post("/audio/speech", responses=_AUDIO)

@@ -5,9 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from app.api.bodies import SafeBodyRoute
-from app.api.deps import Speech, voice_owner
+from app.api.deps import Speech, anonymous, voice_owner
 from app.api.errors import DoorError
-from app.api.openai.models import Voice, VoiceDeleted, VoiceList
+from app.api.openai.models import Voice, VoiceChoice, VoiceDeleted, VoiceList
 from app.core.names import VoiceName
 from app.core.speech import SpeechService
 from app.core.voice_store import Upload
@@ -40,11 +40,27 @@ async def create_voice(
     return await _voice(speech, voice_id, owner)
 
 
+def choices(speech: SpeechService, cloned: list[str]) -> list[VoiceChoice]:
+    """Every voice a request may name: OpenAI's names whose voice exists here, the built-ins, the cloned."""
+    here = [*speech.voices.builtin_ids(), *cloned]
+    mapped = [
+        VoiceChoice(id=theirs, name=f"{theirs} ({ours})")
+        for theirs, ours in speech.settings.openai_voices.items()
+        if ours in here and theirs not in here
+    ]
+    return mapped + [VoiceChoice(id=name, name=name) for name in here]
+
+
 @router.get("")
 async def list_voices(speech: Speech, http: Request) -> VoiceList:
-    """The cloned voices (OpenAI's voice names and the built-ins are not listed): with API keys, the key user's."""
+    """The cloned voices in OpenAI's shape (``data``: with API keys, the key user's), and every voice a request may
+    name in ``voices`` (Open WebUI's shape). Without a key on a server that uses keys: the built-ins only."""
+    if anonymous(http):
+        return VoiceList(data=[], voices=choices(speech, []))
     owner = voice_owner(http)
-    return VoiceList(data=[await _voice(speech, VoiceName(name), owner) for name in await speech.voices.names(owner)])
+    cloned = await speech.voices.names(owner)
+    data = [await _voice(speech, VoiceName(name), owner) for name in cloned]
+    return VoiceList(data=data, voices=choices(speech, cloned))
 
 
 @router.delete("/{voice_id}")

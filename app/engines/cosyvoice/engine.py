@@ -43,6 +43,8 @@ from app.engines.cosyvoice.voices import PROMPT_MARK, ModelSizes, voice_problem
 
 log = logging.getLogger(__name__)
 
+LANGUAGES = {2: ("zh", "en", "ja", "ko", "yue"), 3: ("zh", "en", "ja", "ko", "yue", "de", "es", "fr", "it", "ru")}
+
 # CosyVoice3's documented prompt convention: a system prompt (or an instruction) ends with the marker
 V3_SYSTEM = "You are a helpful assistant."
 
@@ -108,6 +110,11 @@ class CosyVoiceEngine:
     # -- voices ---------------------------------------------------------------------------
     def builtin_speakers(self) -> list[str]:
         return list(self._builtins)
+
+    def voice_languages(self, speaker: str | None) -> list[str]:
+        """Every voice speaks every language of its model (cross-lingual by design): upstream's README lists
+        Chinese, English, Japanese, Korean and Cantonese for CosyVoice2, and adds five European ones for 3."""
+        return list(LANGUAGES[self.generation])
 
     def make_voice(self, prompt_text: str, prompt: PromptAudio) -> dict:
         """A zero-shot voice in upstream's exact spk2info format, made by upstream's add_zero_shot_spk."""

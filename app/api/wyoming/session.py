@@ -1,0 +1,219 @@
+"""One Wyoming connection: events are read as they come and handled one after another by a worker, so a client
+that leaves mid-speech is noticed at once (its synthesis stops) and a stream's text keeps arriving while a
+sentence is spoken.
+
+- ``describe`` -> ``info``; ``ping`` -> ``pong``.
+- ``synthesize`` -> ``audio-start``, ``audio-chunk``s, ``audio-stop``: the whole text as one piece of audio.
+- ``synthesize-start`` (the voice), ``synthesize-chunk``s (text as an LLM writes it), ``synthesize-stop`` -> each
+  sentence spoken as soon as it is complete, as ``audio-start``/``audio-chunk``s/``audio-stop``, then
+  ``synthesize-stopped``. The ``synthesize`` a client sends inside a stream (for servers without streaming) is
+  ignored, as Wyoming asks.
+- A request the core refuses (an unknown voice, empty text, every slot busy) is an ``error`` event and the
+  connection stays open; a failure in the middle of a sentence's audio is an ``error`` and the connection closes
+  (a client waiting for that audio's ``audio-stop`` would otherwise wait for ever). Bytes that are not events:
+  an ``error``, then the connection closes.
+"""
+
+import asyncio
+import logging
+
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.error import Error
+from wyoming.event import Event
+from wyoming.info import Describe
+from wyoming.ping import Ping, Pong
+from wyoming.server import AsyncEventHandler
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
+
+from app.api.wyoming.events import Malformed, read_event
+from app.core.errors import DomainError, Invalid, Missing
+from app.core.formats import FORMATS, AudioOutput
+from app.core.speech import SpeechRequest
+from app.core.speech_task import SpeechTask
+from app.core.synthesis import AudioStream
+from app.engines.base import Mode
+
+log = logging.getLogger(__name__)
+
+IDLE_SECONDS = 60.0  # a connection with nothing being spoken and no event for this long is closed
+MAX_STREAM_CHARS = 200_000  # the text of one synthesize-start .. synthesize-stop
+PCM = AudioOutput(FORMATS["pcm"])  # 16-bit mono at the engine's rate, what Home Assistant wraps in a WAV
+_CONNECTION_GONE = (ConnectionError, asyncio.IncompleteReadError)
+
+
+class AudioCut(Exception):
+    """A sentence's audio failed after its audio-start: the connection closes after the error."""
+
+
+def _text(data: dict) -> str:
+    text = data.get("text")
+    if text is None:
+        raise Missing("text", "the event has no text")
+    if not isinstance(text, str):
+        raise Invalid("text", "expected a string")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Invalid("text", "contains an invalid character (an unpaired surrogate)") from None
+    return text
+
+
+def _error(exc: DomainError) -> Event:
+    code = "".join(f"_{c.lower()}" if c.isupper() else c for c in type(exc).__name__).lstrip("_")
+    return Error(text=str(exc), code=code).event()
+
+
+class Session(AsyncEventHandler):
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, door):
+        super().__init__(reader, writer)
+        self.door = door
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._working = False
+        self._gone = False
+        self._task: SpeechTask | None = None  # an open stream (None inside a stream that failed to start)
+        self._streaming = False
+        self._stream_chars = 0
+
+    async def run(self) -> None:
+        worker = asyncio.create_task(self._work())
+        try:
+            while not worker.done():
+                try:
+                    event = await asyncio.wait_for(read_event(self.reader), IDLE_SECONDS)
+                except TimeoutError:
+                    if self._working or not self._events.empty() or self._streaming:
+                        continue
+                    log.debug("Wyoming: closing a connection idle for %g s", IDLE_SECONDS)
+                    break
+                except Malformed as exc:
+                    worker.cancel()
+                    await asyncio.gather(worker, return_exceptions=True)
+                    await self.write_event(Error(text=f"not a Wyoming event: {exc}", code="malformed").event())
+                    break
+                if event is None:  # the client left
+                    break
+                self._events.put_nowait(event)
+        except _CONNECTION_GONE:
+            pass
+        finally:
+            self._gone = True
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+            self.writer.close()
+
+    async def handle_event(self, event: Event) -> bool:  # the library's hook; events come through run()
+        await self._handle(event)
+        return True
+
+    async def _work(self) -> None:
+        try:
+            while True:
+                event = await self._events.get()
+                self._working = True
+                try:
+                    await self._handle(event)
+                except DomainError as exc:
+                    await self.write_event(_error(exc))
+                except AudioCut as exc:
+                    await self.write_event(_error(exc.__cause__))
+                    return
+                except _CONNECTION_GONE:
+                    return
+                except Exception:  # noqa: BLE001 - a bug: said to the client, the details in our log
+                    log.exception("Wyoming: handling %s failed", event.type)
+                    await self.write_event(Error(text="synthesis failed; the server log has the details").event())
+                    return
+                finally:
+                    self._working = False
+        finally:
+            await self._close_stream()
+            self.reader.feed_eof()  # the reading loop ends too
+
+    async def _handle(self, event: Event) -> None:
+        if Describe.is_type(event.type):
+            await self.write_event((await self.door.info()).event())
+        elif Ping.is_type(event.type):
+            await self.write_event(Pong(text=event.data.get("text")).event())
+        elif Synthesize.is_type(event.type):
+            if not self._streaming:  # inside a stream: the copy for servers that cannot stream
+                await self._synthesize(event.data)
+        elif SynthesizeStart.is_type(event.type):
+            await self._start_stream(event.data)
+        elif SynthesizeChunk.is_type(event.type):
+            await self._stream_text(_text(event.data), flush=False)
+        elif SynthesizeStop.is_type(event.type):
+            await self._stop_stream()
+        else:
+            log.debug("Wyoming: ignoring a %r event", event.type)
+
+    async def _synthesize(self, data: dict) -> None:
+        voice = await self.door.voice_for(data.get("voice"))
+        request = SpeechRequest(Mode.SFT, _text(data), voice)
+        stream = await self.door.speech.synthesize(request, PCM, self._is_gone)
+        await self._send_audio(stream)
+
+    async def _start_stream(self, data: dict) -> None:
+        if self._streaming:
+            raise Invalid(None, "synthesize-start inside a stream: send synthesize-stop first")
+        self._streaming, self._stream_chars = True, 0  # from here until synthesize-stop, even if it fails now
+        voice = await self.door.voice_for(data.get("voice"))
+        task = SpeechTask(self.door.speech, SpeechRequest(Mode.SFT, "", voice), PCM)
+        await task.start()
+        self._task = task
+
+    async def _stream_text(self, text: str, flush: bool) -> None:
+        if not self._streaming:
+            raise Invalid(None, "synthesize-chunk outside a stream: send synthesize-start first")
+        if self._task is None:  # the stream failed (and said so): its text is not spoken
+            return
+        self._stream_chars += len(text)
+        if self._stream_chars > MAX_STREAM_CHARS:
+            await self._close_stream()
+            raise Invalid("text", f"the stream's text passed {MAX_STREAM_CHARS} characters; it is not spoken")
+        for sentence in self._task.sentences(text, flush):
+            try:
+                await self._send_audio(await self._task.speak(sentence, self._is_gone))
+            except DomainError:
+                await self._close_stream()  # the rest of the stream is not spoken either
+                raise
+
+    async def _stop_stream(self) -> None:
+        if not self._streaming:
+            raise Invalid(None, "synthesize-stop outside a stream: send synthesize-start first")
+        try:
+            await self._stream_text("", flush=True)
+            if self._task is not None:
+                await self._task.finish()  # raw PCM: nothing is left in the encoder
+        finally:
+            await self._close_stream()
+            self._streaming = False
+        await self.write_event(SynthesizeStopped().event())
+
+    async def _close_stream(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            await task.close()
+
+    async def _send_audio(self, stream: AudioStream) -> None:
+        rate, started = self.door.speech.engine.sample_rate, False
+        try:
+            async for chunk in stream.chunks():
+                if not started:
+                    await self.write_event(AudioStart(rate=rate, width=2, channels=1).event())
+                    started = True
+                if chunk:
+                    await self.write_event(AudioChunk(rate=rate, width=2, channels=1, audio=chunk).event())
+        except DomainError as exc:
+            if started:
+                raise AudioCut() from exc
+            raise
+        finally:
+            stream.close()
+        if stream.ended_early:  # the client left, or read nothing for the stall timeout: the connection ends
+            raise ConnectionError("the client stopped reading")
+        if not started:
+            await self.write_event(AudioStart(rate=rate, width=2, channels=1).event())
+        await self.write_event(AudioStop().event())
+
+    async def _is_gone(self) -> bool:
+        return self._gone
