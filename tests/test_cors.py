@@ -1,14 +1,13 @@
 """Browser front-ends on other origins (COSYVOICE_CORS_ORIGINS, Starlette's CORSMiddleware): preflights on every
 HTTP door, errors readable by the page, and a real Chromium page on another origin that plays /tts as it streams."""
 
-import http.server
 import secrets
-import threading
 
 import pytest
 
 from app.config import Settings
 from tests.audio_utils import decode
+from tests.browser import other_name, page_origin
 from tests.conftest import live_server, running
 
 PAGE_ORIGIN = "http://localhost:5173"  # a front-end's dev server beside this one
@@ -151,25 +150,8 @@ const TEXT = "This page is on another origin. It plays the answer while it strea
 
 @pytest.fixture(scope="module")
 def front_end():
-    """The front-end's own origin: a page served by another server on this machine (its URL)."""
-
-    class Page(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
-            body = FRONT_END.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with page_origin(FRONT_END) as url:
+        yield url
 
 
 def _run_page(browser, page_url: str, server_url: str, key: str = "") -> dict:
@@ -177,9 +159,7 @@ def _run_page(browser, page_url: str, server_url: str, key: str = "") -> dict:
     try:
         page = context.new_page()
         page.goto(page_url + "/")
-        # the page calls the server by another name, so another origin (both on loopback, as Chromium's local
-        # network access rules want for a page that is not a secure context)
-        page.evaluate("([server, key]) => { speak(server, key); }", [server_url.replace("127.0.0.1", "localhost"), key])
+        page.evaluate("([server, key]) => { speak(server, key); }", [other_name(server_url), key])
         page.wait_for_function("window.result.done", timeout=60_000)
         return page.evaluate("window.result")
     finally:
