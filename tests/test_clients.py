@@ -1,19 +1,29 @@
-"""The clients self-hosters point at a local TTS server, each replicating its exact requests from its source
-where the client cannot run here (a web app, or a Node.js server): Open WebUI's discovery and speech calls, and
-SillyTavern's two TTS providers (its CosyVoice provider in a real Chromium page, across origins)."""
+"""The clients self-hosters point at a local TTS server: LiveKit Agents' openai.TTS itself, and, where the client
+cannot run here (a web app, a Node.js server, a package whose pins clash with the engine's), its exact requests
+replicated from its source: Open WebUI's discovery and speech calls, SillyTavern's two TTS providers (its
+CosyVoice provider in a real Chromium page, across origins), Pipecat's OpenAITTSService."""
 
+import asyncio
+import concurrent.futures
 import secrets
 
 import numpy as np
+import openai
 import pytest
 import requests
 
 from app.config import Settings
-from tests.audio_utils import decode
+from tests.audio_utils import decode, decode_pcm
 from tests.browser import other_name, page_origin
 from tests.conftest import live_server
 
 KEY = "sk-webui-" + secrets.token_hex(12)
+
+
+def run_async(coroutine):
+    """asyncio.run in a thread of its own: Playwright's sync API keeps an event loop in this one."""
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, coroutine).result(timeout=120)
 
 
 def _settings(tmp_path, **overrides) -> Settings:
@@ -167,3 +177,50 @@ def test_sillytaverns_cosyvoice_provider_from_its_page(tmp_path, browser, stream
     assert result["played"] > 1.0
     wav = decode(spoken.content)
     assert wav.rate == 24000 and np.abs(wav.samples).max() > 0.05
+
+
+# -- LiveKit Agents' openai.TTS (the real plugin) and Pipecat's OpenAITTSService (its request) --------------
+
+
+def test_livekit_agents_openai_tts_with_pcm_and_sse(tmp_path):
+    from livekit.plugins import openai as livekit_openai
+
+    text = "Hello from a LiveKit agent. It speaks two sentences."
+
+    async def frames(base_url: str, model: str) -> np.ndarray:
+        # tts-1 asks for SSE events (its stream_format "sse"), gpt-4o-mini-tts for the audio bytes
+        tts = livekit_openai.TTS(base_url=base_url, api_key="unused", model=model, voice="alloy", response_format="pcm")
+        try:
+            async with tts.synthesize(text) as stream:
+                audio = [event.frame async for event in stream]
+        finally:
+            await tts.aclose()
+        assert {frame.sample_rate for frame in audio} == {24000}
+        return np.concatenate([np.frombuffer(frame.data, "<i2") for frame in audio])
+
+    with live_server(_settings(tmp_path)) as (url, _app):
+        sse, raw = (run_async(frames(f"{url}/v1", model)) for model in ("tts-1", "gpt-4o-mini-tts"))
+        body = {"model": "tts-1", "voice": "alloy", "input": text, "response_format": "pcm"}
+        direct = np.frombuffer(requests.post(f"{url}/v1/audio/speech", json=body).content, "<i2")
+    for heard in (sse, raw):  # LiveKit ends its audio with up to 10 ms of silence
+        assert direct.size <= heard.size <= direct.size + 240
+        np.testing.assert_array_equal(heard[: direct.size], direct)
+        assert not heard[direct.size :].any()
+
+
+def test_pipecats_openai_tts_service_request(tmp_path):
+    """pipecat-ai 1.14 cannot be installed beside the engine (it needs protobuf<7 and soxr 1.0): its
+    pipecat/services/openai/tts.py `run_tts` is replicated: the openai SDK's streaming speech call with
+    response_format "pcm", its default model, a voice from OpenAI's names only, read in chunks."""
+
+    async def run_tts(base_url: str, voice: str, text: str) -> bytes:
+        client = openai.AsyncOpenAI(api_key="unused", base_url=base_url)
+        params = {"input": text, "model": "gpt-4o-mini-tts", "voice": voice, "response_format": "pcm", "speed": 1.2}
+        async with client.audio.speech.with_streaming_response.create(**params) as response:
+            assert response.status_code == 200
+            return b"".join([chunk async for chunk in response.iter_bytes(48000)])
+
+    with live_server(_settings(tmp_path, openai_voices={"onyx": "英文男"})) as (url, _app):
+        pcm = run_async(run_tts(f"{url}/v1", "onyx", "Hello from a Pipecat pipeline."))
+    audio = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768
+    assert audio.size / 24000 > 0.8 and decode_pcm(pcm, 24000).median_f0() < 160  # onyx is the male voice here
