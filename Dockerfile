@@ -16,7 +16,8 @@
 #   APP_UID           the numeric uid (and gid) the service runs as (10001)
 #
 # Ports: 8000 (HTTP, every door and /health). Upstream's gRPC API is off unless COSYVOICE_GRPC_PORT is set
-# (e.g. -e COSYVOICE_GRPC_PORT=50000 -p 50000:50000); it listens on COSYVOICE_GRPC_HOST, 0.0.0.0 here.
+# (e.g. -e COSYVOICE_GRPC_PORT=50000 -p 50000:50000); it listens on COSYVOICE_GRPC_HOST, 0.0.0.0 here. The
+# Wyoming door (Home Assistant) likewise: -e COSYVOICE_WYOMING_PORT=10200 -p 10200:10200, on 0.0.0.0 here.
 
 ARG PYTHON_VERSION=3.11
 ARG DEBIAN_RELEASE=trixie
@@ -115,6 +116,7 @@ ENV COSYVOICE_DATA_DIR=/data \
     COSYVOICE_MODEL_DIR=/models/CosyVoice2-0.5B \
     COSYVOICE_SRC=/opt/cosyvoice \
     COSYVOICE_GRPC_HOST=0.0.0.0 \
+    COSYVOICE_WYOMING_HOST=0.0.0.0 \
     XDG_CACHE_HOME=/data/.cache \
     HOME=/home/voice
 

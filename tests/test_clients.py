@@ -110,6 +110,41 @@ def test_open_webui_without_keys_lists_the_shared_voices_too(tmp_path, male_prom
     assert voices["shared_reader"] == "shared_reader" and voices["echo"] == "echo (英文男)"
 
 
+# -- LibreChat: api/server/services/Files/Audio/TTSService.js (its Node.js server) ------------------------
+
+
+def librechat_tts(url: str, authorization: str | None, voice: str, text: str) -> bytes:
+    """`openAIProvider` + `ttsRequest`: the configured URL as it is, {input, model, voice}, no format (it labels
+    what comes back audio/mpeg), and whatever its version makes of a missing apiKey as the Authorization."""
+    headers = {"Content-Type": "application/json"}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    response = requests.post(url, json={"input": text, "model": "tts-1", "voice": voice}, headers=headers, stream=True)
+    assert response.status_code == 200, response.text
+    return b"".join(response.iter_content(4096))
+
+
+def test_librechat_with_its_authorization_headers_and_long_text_in_pieces(tmp_path):
+    sentence = "LibreChat reads long answers aloud in pieces of about a thousand characters. "
+    text = sentence * 70  # over its 4096: split at sentence ends into pieces of at most 1000, one request each
+    pieces, piece = [], ""
+    for part in text.split(". "):
+        if piece and len(piece) + len(part) + 2 > 1000:
+            pieces.append(piece)
+            piece = ""
+        piece += part + ". "
+    pieces.append(piece)
+    with live_server(_settings(tmp_path)) as (url, _app):
+        endpoint = f"{url}/v1/audio/speech"
+        for authorization in ("undefined", "Bearer undefined", None):  # its versions' missing apiKey
+            assert decode(librechat_tts(endpoint, authorization, "echo", "Hello.")).seconds > 0.3
+        joined = b"".join(librechat_tts(endpoint, "Bearer x", "echo", piece.strip()) for piece in pieces)
+        whole = [decode(librechat_tts(endpoint, None, "echo", piece.strip())).seconds for piece in pieces]
+    assert len(pieces) > 4
+    # the MP3s joined byte-wise, as LibreChat pipes them to the browser, play as one stream of all of them
+    assert decode(joined).seconds == pytest.approx(sum(whole), abs=0.1 * len(pieces))
+
+
 # -- SillyTavern's "OpenAI Compatible" provider: src/endpoints/openai.js (from its Node.js server) ----------
 
 
