@@ -1,6 +1,7 @@
 """Upstream's runtime HTTP and gRPC APIs on the CosyVoice engine lanes (tiny random models), driven by upstream's
 kind of clients: `requests` with GET and a multipart body, and a grpcio client built from upstream's proto."""
 
+import asyncio
 import time
 
 import numpy as np
@@ -16,7 +17,7 @@ from tests.grpc_support import OUR_PROTO, call, free_port, generate_stubs, raw_p
 @pytest.fixture
 def served(cv_settings):
     port = free_port()
-    with live_server(cv_settings.model_copy(update={"grpc_port": port})) as (url, app):
+    with live_server(cv_settings.model_copy(update={"grpc_port": port, "wyoming_port": free_port()})) as (url, app):
         yield url, port, app
 
 
@@ -130,3 +131,39 @@ def test_dashscope_enrollment_and_http_synthesis(served, male_prompt, monkeypatc
     assert len(audio) // 2 == round(last_engine_seconds(app) * 24000) and len(audio) > 0
     service.delete_voice(voice_id)
     assert service.list_voices(prefix="lane") == []
+
+
+def test_wyoming_lists_the_models_languages_and_streams_its_audio(served, lane):
+    from wyoming.audio import AudioChunk
+    from wyoming.client import AsyncTcpClient
+    from wyoming.info import Describe, Info
+    from wyoming.tts import SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped, SynthesizeVoice
+
+    from app.engines.cosyvoice.engine import LANGUAGES
+
+    _url, _port, app = served
+    wyoming_port = app.state.settings.wyoming_port
+
+    async def home_assistant():
+        async with AsyncTcpClient("127.0.0.1", wyoming_port) as client:
+            await client.write_event(Describe().event())
+            info = Info.from_event(await client.read_event())
+            await client.write_event(SynthesizeStart(voice=SynthesizeVoice(name="中文女")).event())
+            await client.write_event(SynthesizeChunk(text="Hello there. How are").event())
+            await client.write_event(SynthesizeChunk(text=" you?").event())
+            await client.write_event(SynthesizeStop().event())
+            audio = b""
+            while not SynthesizeStopped.is_type((event := await client.read_event()).type):
+                if AudioChunk.is_type(event.type):
+                    audio += AudioChunk.from_event(event).audio
+            return info, audio
+
+    info, audio = asyncio.run(asyncio.wait_for(home_assistant(), 300))
+    voices = {voice.name: voice.languages for voice in info.tts[0].voices}
+    assert voices["中文女"] == list(LANGUAGES[lane.generation])
+    synth = app.state.speech.synthesizer
+    deadline = time.monotonic() + 10
+    while synth.stats.completed < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert synth.stats.completed == 2 and len(audio) > 0  # two sentences
+    assert abs(len(audio) // 2 - synth.stats.audio_seconds * 24000) <= 2
