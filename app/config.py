@@ -125,12 +125,12 @@ class Settings(BaseSettings):
     @classmethod
     def _origins(cls, value):
         if isinstance(value, str):
-            value = [entry.strip().rstrip("/") for entry in value.split(",") if entry.strip()]
+            value = [entry.strip().rstrip("/").lower() for entry in value.split(",") if entry.strip()]
         for origin in value:
-            if origin != "*" and not re.fullmatch(r"https?://[^/?#\s]+", origin):
+            if origin != "*" and not re.fullmatch(r"https?://[^/?#\s*]+(:\*)?", origin):
                 raise ValueError(
                     f"COSYVOICE_CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port], "
-                    "scheme://host:* for any port, or *)"
+                    "scheme://host:* for any port, or * alone)"
                 )
         return value
 

@@ -83,8 +83,10 @@ def test_the_origins_setting(tmp_path):
     assert anywhere.headers["access-control-allow-origin"] == "*"
     with running(_settings(tmp_path, cors_origins="")) as client:
         assert _preflight(client, "POST", "/tts").status_code == 405  # no cross-origin calls at all
-    with pytest.raises(ValueError, match="'localhost:3000' is not an origin"):
-        _settings(tmp_path, cors_origins="localhost:3000")
+    for wrong in ("localhost:3000", "https://*.example.com", "http://a.org/page"):
+        with pytest.raises(ValueError, match="is not an origin"):
+            _settings(tmp_path, cors_origins=wrong)
+    assert _settings(tmp_path, cors_origins="HTTP://Tv.Lan:*").cors_origins == ["http://tv.lan:*"]
 
 
 def test_with_api_keys_a_preflight_needs_no_key_and_a_refusal_is_readable(tmp_path):

@@ -5,9 +5,12 @@ whole text once more as `synthesize` for servers that cannot stream, `synthesize
 `synthesize-stopped`, the first `audio-start` making the WAV's header)."""
 
 import asyncio
+import contextlib
 import io
+import json
 import logging
 import secrets
+import time
 import wave
 
 import httpx
@@ -16,7 +19,7 @@ import pytest
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
-from wyoming.event import Event
+from wyoming.event import async_read_event
 from wyoming.info import Describe, Info
 from wyoming.ping import Ping, Pong
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped, SynthesizeVoice
@@ -60,14 +63,17 @@ async def describe(port: int) -> Info:
 
 
 async def ha_get_tts_audio(client: AsyncTcpClient, text: str, voice: str | None) -> bytes | Error:
-    """Home Assistant's `async_get_tts_audio`: the WAV it hands on (or the error event it got)."""
+    """Home Assistant's `async_get_tts_audio`: the WAV it hands on. It reads up to `audio-stop` or the end of
+    the connection, passing over other events: then this returns the error event the server sent before closing."""
     await client.write_event(Synthesize(text=text, voice=SynthesizeVoice(name=voice) if voice else None).event())
-    chunks = []
+    chunks, error = [], None
     while True:
         event = await client.read_event()
-        assert event is not None, "the connection closed"
+        if event is None:  # Home Assistant gives up here
+            assert error is not None, "the connection closed without an error event"
+            return error
         if Error.is_type(event.type):
-            return Error.from_event(event)
+            error = Error.from_event(event)
         if AudioStop.is_type(event.type):
             break
         if AudioChunk.is_type(event.type):
@@ -107,6 +113,11 @@ async def ha_stream_tts_audio(port: int, pieces: list[str], voice: str) -> tuple
             elif AudioChunk.is_type(event.type):
                 frames.append(AudioChunk.from_event(event).audio)
         return seen, _wav(start.rate, start.width, start.channels, b"".join(frames))
+
+
+def _line(kind: str, data: dict) -> bytes:
+    """An event as one header line, its text in JSON escapes (a lone surrogate too)."""
+    return json.dumps({"type": kind, "data": data}).encode() + b"\n"
 
 
 def samples_of(wav_bytes: bytes) -> tuple[np.ndarray, int]:
@@ -186,31 +197,57 @@ def test_home_assistants_synthesize_gets_the_voice_it_names(served):
         np.testing.assert_array_equal(samples, pcm_of(url, STORY, voice))  # the same audio as the seed door's
 
 
-def test_an_unknown_voice_or_bad_text_is_an_error_event_and_the_connection_stays(served):
+def test_a_refused_synthesize_is_an_error_event_then_the_close(served):
+    """Home Assistant reads a synthesize's answer up to audio-stop or the close: the close ends its wait."""
     _url, port, _app = served
 
-    async def mistakes():
-        async with AsyncTcpClient("127.0.0.1", port) as client:
-            answers = [await ha_get_tts_audio(client, "Hello.", "nobody")]
-            answers.append(await ha_get_tts_audio(client, "...", "英文女"))
-            for data in ({"voice": {"name": "英文女"}}, {"text": 5}, {"text": "Hi.", "voice": "英文女"}):
-                await client.write_event(Event(type="synthesize", data=data))
-                answers.append(Error.from_event(await client.read_event()))
-            await client.write_event(SynthesizeChunk(text="Outside a stream.").event())
-            answers.append(Error.from_event(await client.read_event()))
-            answers.append(await ha_get_tts_audio(client, "Still here.", "英文女"))
-            return answers
+    async def refused(data: dict) -> tuple[Error, object]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_line("synthesize", data))  # as JSON escapes, which the client's writer cannot send
+        answer = Error.from_event(await async_read_event(reader)), await async_read_event(reader)
+        writer.close()
+        return answer
 
-    *errors, still = run(mistakes())
-    assert [(e.code, e.text.split(":")[0]) for e in errors] == [
+    cases = [
+        {"text": "Hello.", "voice": {"name": "nobody"}},
+        {"text": "...", "voice": {"name": "英文女"}},
+        {"voice": {"name": "英文女"}},
+        {"text": 5},
+        {"text": "Hi.", "voice": "英文女"},
+        {"text": "\ud800 hello", "voice": {"name": "英文女"}},
+    ]
+    answers = [run(refused(data)) for data in cases]
+    assert [after for _, after in answers] == [None] * len(cases)  # closed after the error
+    assert [(e.code, e.text.split(":")[0]) for e, _ in answers] == [
         ("not_found", "voice"),
         ("invalid", "text"),
         ("missing", "text"),
         ("invalid", "text"),
         ("invalid", "voice"),
-        ("invalid", "synthesize-chunk outside a stream"),
+        ("invalid", "text"),
     ]
-    assert "no voice named 'nobody'" in errors[0].text
+    assert "no voice named 'nobody'" in answers[0][0].text and "unpaired surrogate" in answers[-1][0].text
+    refused_in_home_assistant = run(speak_once(port, "nobody"))
+    assert isinstance(refused_in_home_assistant, Error) and refused_in_home_assistant.code == "not_found"
+
+
+def test_a_mistake_outside_synthesize_keeps_the_connection(served):
+    _url, port, _app = served
+
+    async def mistakes():
+        async with AsyncTcpClient("127.0.0.1", port) as client:
+            answers = []
+            for event in (SynthesizeChunk(text="Outside a stream.").event(), SynthesizeStop().event()):
+                await client.write_event(event)
+                answers.append(Error.from_event(await client.read_event()))
+            client._writer.write(_line("ping", {"text": "\ud800"}))  # not echoed: it cannot be sent back
+            answers.append(Pong.from_event(await client.read_event()))
+            answers.append(await ha_get_tts_audio(client, "Still here.", "英文女"))
+            return answers
+
+    chunk, stop, pong, still = run(mistakes())
+    assert (chunk.code, chunk.text) == ("invalid", "synthesize-chunk outside a stream: send synthesize-start first")
+    assert stop.text.startswith("synthesize-stop outside a stream") and pong.text is None
     assert samples_of(still)[0].size > 0
 
 
@@ -305,6 +342,9 @@ def test_a_client_that_leaves_mid_stream_frees_its_synthesis(served):
             return await ha_get_tts_audio(client, "Hello again.", "英文女")
 
     assert samples_of(run(leave_early()))[0].size > 0
+    deadline = time.monotonic() + 10
+    while synthesizer.active and time.monotonic() < deadline:  # the last one ends in a callback of its thread
+        time.sleep(0.05)
     assert synthesizer.active == 0
 
 
@@ -321,6 +361,7 @@ def test_a_client_that_leaves_mid_stream_frees_its_synthesis(served):
         (b'{"type": "synthesize", "data_length": 4}\nnope', "the event's data is not JSON"),
         (b'{"type": "synthesize", "data_length": 2}\n\xff\xfe', "the event's data is not JSON"),
         (b'{"type": "' + b"x" * 70_000 + b'"}\n', "an event header longer than 64 KiB"),
+        (b"[" * 60_000 + b"\n", "the event's header is nested too deeply"),
     ],
 )
 def test_bytes_that_are_not_events_get_an_error_and_the_connection_closes(served, raw, problem):
@@ -340,31 +381,49 @@ def test_bytes_that_are_not_events_get_an_error_and_the_connection_closes(served
     assert b'"code": "malformed"' in rest
 
 
-def test_unknown_events_are_ignored_and_a_lone_surrogate_is_refused(served):
+def test_unknown_events_are_ignored(served):
     _url, port, _app = served
 
     async def odd_events():
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b'{"type": "transcribe", "data": {"language": "en"}}\n')
-        writer.write(b'{"type": "synthesize", "data": {"text": "\\ud800 hello", "voice": {"name": "\\u82f1"}}}\n')
+        writer.write(b'{"type": "audio-chunk", "data": {"rate": 16000}, "payload_length": 4}\nabcd')
         writer.write(b'{"type": "ping", "data": {"text": "hi"}}\n')
         await writer.drain()
-        lines = [await reader.readline() for _ in range(2)]
+        line = await reader.readline()
         writer.close()
-        return lines
+        return line
 
-    error_header, pong_header = run(odd_events())
-    assert b'"error"' in error_header and b'"pong"' in pong_header
+    assert b'"pong"' in run(odd_events())
 
 
-def test_an_idle_connection_is_closed(served, monkeypatch):
+def test_a_client_that_keeps_sending_after_a_bad_event_still_gets_the_error(served):
+    _url, port, _app = served
+
+    async def flood():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"not an event\n" + b'{"type": "ping"}\n' * 2000)
+        with contextlib.suppress(ConnectionError):  # the server may close before it has read it all
+            await writer.drain()
+        answer = await reader.read()
+        writer.close()
+        return answer
+
+    for _ in range(5):
+        answer = run(flood())
+        assert b'"malformed"' in answer and b"pong" not in answer
+
+
+def test_an_idle_connection_is_closed_a_stream_waiting_for_text_too(served, monkeypatch):
     _url, port, _app = served
     monkeypatch.setattr(session, "IDLE_SECONDS", 0.3)
 
-    async def idle():
+    async def idle(first: bytes):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(first)
         answer = await asyncio.wait_for(reader.read(), 10)
         writer.close()
         return answer
 
-    assert run(idle()) == b""
+    assert run(idle(b"")) == b""
+    assert run(idle(_line("synthesize-start", {"voice": {"name": "英文女"}}))) == b""

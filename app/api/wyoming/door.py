@@ -6,6 +6,7 @@ speaks the built-in voices, the shared library's cloned voices when the server r
 voices of ``COSYVOICE_WYOMING_USER`` when one is set (with API keys, the only cloned voices it can reach).
 """
 
+import asyncio
 import logging
 from functools import partial
 
@@ -27,6 +28,7 @@ class WyomingDoor:
         self.speech = speech
         self.user = user
         self.version = version
+        self.sessions: set[asyncio.Task] = set()  # the connections' tasks, waited for at shutdown
 
     def voice(self, name: str) -> VoiceRef:
         return VoiceRef(name=name, user=self.user)
@@ -90,9 +92,23 @@ class WyomingDoor:
         raise NotFound("voice", f"no voice{speaks} here; describe lists them")
 
 
-async def start(speech: SpeechService, host: str, port: int, user: str, version: str) -> AsyncTcpServer:
-    door = WyomingDoor(speech, user, version)
-    server = AsyncTcpServer(host, port)
-    await server.start(partial(Session, door=door))
-    log.info("Wyoming (Home Assistant) listening on %s:%d", host, port)
+class WyomingServer:
+    def __init__(self, door: WyomingDoor, host: str, port: int):
+        self.door = door
+        self.tcp = AsyncTcpServer(host, port)
+
+    async def start(self) -> None:
+        await self.tcp.start(partial(Session, door=self.door))
+        log.info("Wyoming (Home Assistant) listening on %s:%d", self.tcp.host, self.tcp.port)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop listening, end every connection, and wait (a while) for their work to stop."""
+        await self.tcp.stop()
+        if self.door.sessions:
+            await asyncio.wait(list(self.door.sessions), timeout=grace)
+
+
+async def start(speech: SpeechService, host: str, port: int, user: str, version: str) -> WyomingServer:
+    server = WyomingServer(WyomingDoor(speech, user, version), host, port)
+    await server.start()
     return server

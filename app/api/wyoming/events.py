@@ -33,6 +33,8 @@ def _object(raw: bytes, what: str) -> dict:
         value = json.loads(raw)
     except ValueError:  # not JSON, or not UTF-8
         raise Malformed(f"the event's {what} is not JSON") from None
+    except RecursionError:
+        raise Malformed(f"the event's {what} is nested too deeply") from None
     if not isinstance(value, dict):
         raise Malformed(f"the event's {what} is not a JSON object")
     return value

@@ -16,6 +16,7 @@ sentence is spoken.
 
 import asyncio
 import logging
+import time
 
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
@@ -35,10 +36,11 @@ from app.engines.base import Mode
 
 log = logging.getLogger(__name__)
 
-IDLE_SECONDS = 60.0  # a connection with nothing being spoken and no event for this long is closed
+IDLE_SECONDS = 60.0  # no event for this long and nothing being spoken (a stream waiting for text too): closed
+WRITE_SECONDS = 60.0  # a client that reads none of an event for this long is gone
+QUEUED_EVENTS = 4
 MAX_STREAM_CHARS = 200_000  # the text of one synthesize-start .. synthesize-stop
 PCM = AudioOutput(FORMATS["pcm"])  # 16-bit mono at the engine's rate, what Home Assistant wraps in a WAV
-_CONNECTION_GONE = (ConnectionError, asyncio.IncompleteReadError)
 
 
 class AudioCut(Exception):
@@ -58,6 +60,14 @@ def _text(data: dict) -> str:
     return text
 
 
+def _echo(text: object) -> str | None:
+    """A ping's text, when it can be sent back (a string that is valid UTF-8)."""
+    try:
+        return text if isinstance(text, str) and text.encode("utf-8") else None
+    except UnicodeEncodeError:
+        return None
+
+
 def _error(exc: DomainError) -> Event:
     code = "".join(f"_{c.lower()}" if c.isupper() else c for c in type(exc).__name__).lstrip("_")
     return Error(text=str(exc), code=code).event()
@@ -67,73 +77,98 @@ class Session(AsyncEventHandler):
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, door):
         super().__init__(reader, writer)
         self.door = door
-        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        # a few events ahead of the worker at most: a client that sends faster waits, through TCP
+        self._events: asyncio.Queue[Event] = asyncio.Queue(QUEUED_EVENTS)
         self._working = False
+        self._last_activity = time.monotonic()
         self._gone = False
         self._task: SpeechTask | None = None  # an open stream (None inside a stream that failed to start)
         self._streaming = False
         self._stream_chars = 0
 
     async def run(self) -> None:
-        worker = asyncio.create_task(self._work())
+        self.door.sessions.add(asyncio.current_task())
+        reading, working = asyncio.create_task(self._read()), asyncio.create_task(self._work())
         try:
-            while not worker.done():
-                try:
-                    event = await asyncio.wait_for(read_event(self.reader), IDLE_SECONDS)
-                except TimeoutError:
-                    if self._working or not self._events.empty() or self._streaming:
-                        continue
+            while True:
+                wait = max(0.01, self._last_activity + IDLE_SECONDS - time.monotonic())
+                done, _ = await asyncio.wait({reading, working}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                if reading in done:  # the client left, or sent bytes that are not events
+                    problem = reading.result()
+                    if problem is not None:
+                        working.cancel()
+                        await asyncio.gather(working, return_exceptions=True)
+                        await self._send(Error(text=f"not a Wyoming event: {problem}", code="malformed").event())
+                    break
+                if working in done:  # it said why, or the client stopped reading
+                    break
+                idle = time.monotonic() - self._last_activity >= IDLE_SECONDS
+                if idle and not self._working and self._events.empty():
                     log.debug("Wyoming: closing a connection idle for %g s", IDLE_SECONDS)
                     break
-                except Malformed as exc:
-                    worker.cancel()
-                    await asyncio.gather(worker, return_exceptions=True)
-                    await self.write_event(Error(text=f"not a Wyoming event: {exc}", code="malformed").event())
-                    break
-                if event is None:  # the client left
-                    break
-                self._events.put_nowait(event)
-        except _CONNECTION_GONE:
+        except OSError:  # the client is gone
             pass
         finally:
             self._gone = True
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
+            for task in (reading, working):
+                task.cancel()
+            await asyncio.gather(reading, working, return_exceptions=True)
             self.writer.close()
+            self.door.sessions.discard(asyncio.current_task())
 
     async def handle_event(self, event: Event) -> bool:  # the library's hook; events come through run()
         await self._handle(event)
         return True
+
+    async def _read(self) -> Malformed | None:
+        """Events into the queue until the client leaves (None) or sends something that is not one."""
+        try:
+            while (event := await read_event(self.reader)) is not None:
+                self._last_activity = time.monotonic()
+                await self._events.put(Event(type=event.type, data=event.data))  # a speaker takes no payload
+        except Malformed as exc:
+            return exc
+        except OSError:
+            pass
+        return None
+
+    async def _send(self, event: Event) -> None:
+        """An event to the client; one that reads nothing for WRITE_SECONDS is gone (TimeoutError: an OSError)."""
+        await asyncio.wait_for(self.write_event(event), WRITE_SECONDS)
 
     async def _work(self) -> None:
         try:
             while True:
                 event = await self._events.get()
                 self._working = True
+                one_shot = Synthesize.is_type(event.type) and not self._streaming
                 try:
                     await self._handle(event)
                 except DomainError as exc:
-                    await self.write_event(_error(exc))
+                    await self._send(_error(exc))
+                    if one_shot:  # its client reads up to audio-stop or the close (Home Assistant does)
+                        return
                 except AudioCut as exc:
-                    await self.write_event(_error(exc.__cause__))
-                    return
-                except _CONNECTION_GONE:
+                    await self._send(_error(exc.__cause__))
                     return
                 except Exception:  # noqa: BLE001 - a bug: said to the client, the details in our log
                     log.exception("Wyoming: handling %s failed", event.type)
-                    await self.write_event(Error(text="synthesis failed; the server log has the details").event())
+                    failure = Error(text="synthesis failed; the server log has the details", code="internal")
+                    await self._send(failure.event())
                     return
                 finally:
                     self._working = False
+                    self._last_activity = time.monotonic()
+        except OSError:  # the client is gone, or reads nothing
+            pass
         finally:
             await self._close_stream()
-            self.reader.feed_eof()  # the reading loop ends too
 
     async def _handle(self, event: Event) -> None:
         if Describe.is_type(event.type):
-            await self.write_event((await self.door.info()).event())
+            await self._send((await self.door.info()).event())
         elif Ping.is_type(event.type):
-            await self.write_event(Pong(text=event.data.get("text")).event())
+            await self._send(Pong(text=_echo(event.data.get("text"))).event())
         elif Synthesize.is_type(event.type):
             if not self._streaming:  # inside a stream: the copy for servers that cannot stream
                 await self._synthesize(event.data)
@@ -187,7 +222,7 @@ class Session(AsyncEventHandler):
         finally:
             await self._close_stream()
             self._streaming = False
-        await self.write_event(SynthesizeStopped().event())
+        await self._send(SynthesizeStopped().event())
 
     async def _close_stream(self) -> None:
         task, self._task = self._task, None
@@ -199,10 +234,10 @@ class Session(AsyncEventHandler):
         try:
             async for chunk in stream.chunks():
                 if not started:
-                    await self.write_event(AudioStart(rate=rate, width=2, channels=1).event())
+                    await self._send(AudioStart(rate=rate, width=2, channels=1).event())
                     started = True
                 if chunk:
-                    await self.write_event(AudioChunk(rate=rate, width=2, channels=1, audio=chunk).event())
+                    await self._send(AudioChunk(rate=rate, width=2, channels=1, audio=chunk).event())
         except DomainError as exc:
             if started:
                 raise AudioCut() from exc
@@ -212,8 +247,8 @@ class Session(AsyncEventHandler):
         if stream.ended_early:  # the client left, or read nothing for the stall timeout: the connection ends
             raise ConnectionError("the client stopped reading")
         if not started:
-            await self.write_event(AudioStart(rate=rate, width=2, channels=1).event())
-        await self.write_event(AudioStop().event())
+            await self._send(AudioStart(rate=rate, width=2, channels=1).event())
+        await self._send(AudioStop().event())
 
     async def _is_gone(self) -> bool:
         return self._gone
