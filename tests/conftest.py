@@ -69,6 +69,12 @@ def clone(client, spk_id: str, prompt: bytes, text: str = EN_PROMPT, **extra):
     return client.post("/clone", data=data, files={"prompt_audio": ("prompt.wav", prompt, "audio/wav")})
 
 
+def logged(caplog) -> list:
+    """Every record of the test so far, setup and call included: in a fixture's teardown, ``caplog.records``
+    holds the teardown's alone."""
+    return [r for phase in ("setup", "call") for r in caplog.get_records(phase)] + caplog.records
+
+
 def error_of(response) -> dict:
     body = response.json()
     assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body

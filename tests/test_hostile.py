@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.audio_utils import wav
-from tests.conftest import EN_PROMPT
+from tests.conftest import EN_PROMPT, logged
 from tests.test_streaming import SENTENCE, long_settings
 
 SEED = ["/tts", "/tts/pcm", "/tts/zero_shot", "/tts/cross_lingual", "/tts/instruct", "/generate_audio", "/clone"]
@@ -69,7 +69,7 @@ def quiet(caplog):
     """Fails the test if anything was logged at ERROR or with a traceback."""
     caplog.set_level(logging.INFO)
     yield
-    loud = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    loud = [r for r in logged(caplog) if r.levelno >= logging.ERROR or r.exc_info]
     assert not loud, [f"{r.name}: {r.getMessage()}" for r in loud]
 
 

@@ -26,7 +26,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from app.api.wyoming import session
 from app.config import Settings
-from tests.conftest import EN_PROMPT, live_server
+from tests.conftest import EN_PROMPT, live_server, logged
 from tests.grpc_support import free_port
 
 KEY = "sk-alice-" + secrets.token_hex(12)
@@ -48,7 +48,7 @@ def served(tmp_path, caplog):
 
 
 def _assert_quiet_log(caplog) -> None:
-    loud = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    loud = [r for r in logged(caplog) if r.levelno >= logging.ERROR or r.exc_info]
     assert not loud, [r.getMessage() for r in loud]
 
 
@@ -427,3 +427,24 @@ def test_an_idle_connection_is_closed_a_stream_waiting_for_text_too(served, monk
 
     assert run(idle(b"")) == b""
     assert run(idle(_line("synthesize-start", {"voice": {"name": "英文女"}}))) == b""
+
+
+def test_a_client_that_stops_reading_is_let_go_quietly(served, monkeypatch):
+    """A write that does not finish within WRITE_SECONDS ends the connection without a word in the log (here
+    every write: 0 s); the synthesis it was sending stops."""
+    _url, port, app = served
+    monkeypatch.setattr(session, "WRITE_SECONDS", 0)
+
+    async def never_reads():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_line("synthesize", {"text": " ".join([STORY] * 20), "voice": {"name": "英文女"}}))
+        await writer.drain()
+        received = await asyncio.wait_for(reader.read(), 30)
+        writer.close()
+        return received
+
+    assert b'"audio-stop"' not in run(never_reads())
+    deadline = time.monotonic() + 10
+    while app.state.speech.synthesizer.active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert app.state.speech.synthesizer.active == 0

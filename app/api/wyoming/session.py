@@ -151,6 +151,8 @@ class Session(AsyncEventHandler):
                 except AudioCut as exc:
                     await self._send(_error(exc.__cause__))
                     return
+                except OSError:  # the client is gone, or reads nothing: not a bug
+                    raise
                 except Exception:  # noqa: BLE001 - a bug: said to the client, the details in our log
                     log.exception("Wyoming: handling %s failed", event.type)
                     failure = Error(text="synthesis failed; the server log has the details", code="internal")
