@@ -6,7 +6,7 @@ origins: COSYVOICE_CORS_ORIGINS) and sends no API key. Voices are the seed door'
 from fastapi import APIRouter, Request
 from pydantic import Field
 
-from app.api.deps import Speech, voice_owner
+from app.api.deps import Speech, caller_user, voice_owner
 from app.api.errors import field_names
 from app.api.openapi import documented_body
 from app.api.responses import AudioResponse
@@ -41,7 +41,7 @@ async def speak(speech: Speech, body: Body, http: Request) -> AudioResponse:
     """``text`` in the voice ``speaker``, as WAV: whole (exact sizes in its header) unless ``streaming``."""
     fields = body.parse(SpeakBody)
     field_names(http).update(text="text", voice="speaker")
-    voice = VoiceRef(name=fields.speaker, user=str(voice_owner(http) or ""))
+    voice = VoiceRef(name=fields.speaker, user=caller_user(http))
     request = SpeechRequest(Mode.SFT, fields.text, voice, stream=fields.streaming)
     output = AudioOutput(_WAV, whole=not fields.streaming)
     stream = await speech.synthesize(request, output, http.is_disconnected)
