@@ -23,6 +23,8 @@ from app.api.seed import errors as seed_errors
 from app.api.seed import generate, sillytavern, tts, voices
 from app.api.wyoming import door as wyoming
 from app.config import Settings
+from app.core.fetch import FetchPolicy
+from app.core.limits import Limits
 from app.core.speech import SpeechService
 from app.core.synthesis import Synthesizer
 from app.core.user_voices import DownloadCache, UserStorage
@@ -38,6 +40,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     keys = ApiKeys(settings.api_keys_file) if settings.api_keys_file else None  # a bad file stops the start here
     metrics = metrics_door.Metrics()
+    limits = Limits(
+        settings.max_text_chars,
+        settings.max_prompt_text_chars,
+        settings.prompt_min_seconds,
+        settings.prompt_max_seconds,
+        settings.mp3_bitrate_kbps,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -54,17 +63,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cache = DownloadCache(settings.data_dir / "cache" / "downloads", int(settings.voice_cache_mb * 1024 * 1024))
         users = UserStorage(open_storage(settings), loaded.engine, cache, settings.max_upload_bytes)
         library = VoiceLibrary(loaded.voices_dir, loaded.engine)
-        voice_store = Voices(settings, loaded.engine, library, users, synthesizer)
-        app.state.speech = SpeechService(settings, loaded.engine, voice_store, synthesizer)
+        # with API keys every request acts for a user, who sees the built-ins and their own voices only
+        voice_store = Voices(limits, loaded.engine, library, users, synthesizer, shared=keys is None)
+        app.state.speech = SpeechService(loaded.engine, voice_store, synthesizer, limits)
         app.state.engine_reason = loaded.reason
         metrics.speech = app.state.speech
         grpc = home_assistant = None
         try:
             if settings.grpc_port:
-                grpc = await grpc_server.start(app.state.speech, settings.grpc_host, settings.grpc_port, keys)
+                grpc = await grpc_server.start(
+                    app.state.speech,
+                    settings.grpc_host,
+                    settings.grpc_port,
+                    settings.max_upload_bytes,
+                    keys,
+                    metrics.rejected,
+                )
             if settings.wyoming_port:
                 home_assistant = await wyoming.start(
-                    app.state.speech, settings.wyoming_host, settings.wyoming_port, settings.wyoming_user, app.version
+                    app.state.speech,
+                    settings.wyoming_host,
+                    settings.wyoming_port,
+                    settings.wyoming_user,
+                    app.version,
+                    shared=keys is None,
                 )
             yield
         finally:
@@ -76,6 +98,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="CosyVoice voice service", version="0.2.0", lifespan=lifespan)
     app.state.settings = settings
+    fetch_hosts = frozenset(host.lower() for host in settings.fetch_hosts)
+    app.state.fetch_policy = FetchPolicy(
+        fetch_hosts, settings.fetch_private, settings.max_upload_bytes, settings.fetch_timeout_seconds
+    )
     app.state.metrics = metrics
     doors = [
         ("/v1/", openai_errors.render),

@@ -20,8 +20,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.config import Settings  # noqa: E402
+from app.core.engine import Mode, SynthesisRequest  # noqa: E402
 from app.core.formats import FORMATS, AudioOutput  # noqa: E402
-from app.engines.base import Mode, SynthesisRequest  # noqa: E402
 from app.engines.model_dir import cosyvoice_generation  # noqa: E402
 from tests.server import live_server  # noqa: E402
 

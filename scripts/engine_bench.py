@@ -13,7 +13,7 @@ import uuid
 import numpy as np
 import torch
 
-from app.engines.base import Mode, SynthesisRequest
+from app.core.engine import Mode, SynthesisRequest
 
 TEXT = "今天天气很好，我们一起去公园散步吧。"  # 18 characters, ~4.5 s of speech
 SPEAKER = "中文女"
@@ -194,8 +194,9 @@ def synthetic_prompt(seconds: float = 5.0):
 def tail_difference(engine, voice: dict, tokens: int = 200) -> dict:
     """How far the chunked last chunk (COSYVOICE_STREAM_TAIL=chunked: the streaming flow) is from upstream's
     (its non-streaming flow over the whole utterance), on the same tokens: the last chunk's mel and audio."""
+    from app.engines.cosyvoice.flow_streams import ChunkedStream, upstream_flow
     from app.engines.cosyvoice.llm import LMInput
-    from app.engines.cosyvoice.pipeline import Utterance, _ChunkedStream, _upstream_flow
+    from app.engines.cosyvoice.pipeline import Utterance
 
     pipeline = engine.pipeline
     speech = torch.randint(0, 6561, (1, tokens), generator=torch.Generator().manual_seed(1), dtype=torch.int32)
@@ -206,12 +207,12 @@ def tail_difference(engine, voice: dict, tokens: int = 200) -> dict:
     results = {}
     with torch.inference_mode(), torch.autocast("cuda", enabled=pipeline.fp16):  # as the pipeline's flow runs
         for tail in ("full", "chunked"):
-            stream, vocoder, previous = _ChunkedStream(pipeline, utterance), pipeline.vocoder(pipeline.generators(0)), 0
+            stream, vocoder, previous = ChunkedStream(pipeline, utterance), pipeline.vocoder(pipeline.generators(0)), 0
             for cut in cuts:
                 vocoder(stream(speech[:, previous:cut], speech[:, cut : cut + 3]), finalize=False)
                 previous = cut
             if tail == "full":
-                mel = _upstream_flow(pipeline.flow, speech, utterance, streaming=False, finalize=True)
+                mel = upstream_flow(pipeline.flow, speech, utterance, streaming=False, finalize=True)
                 mel = mel[:, :, previous * pipeline.flow.token_mel_ratio :]
             else:
                 mel = stream(speech[:, previous:], None)

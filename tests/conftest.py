@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.engines.base import Mode, SynthesisRequest
+from app.core.engine import Mode, SynthesisRequest
 from app.engines.espeak import EspeakEngine
 from app.main import create_app
 from tests.audio_utils import wav

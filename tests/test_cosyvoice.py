@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.engines.base import Mode, SynthesisRequest
+from app.core.engine import Mode, SynthesisRequest
 from tests.audio_utils import decode, decode_pcm
 from tests.conftest import EN_PROMPT, clone, error_of, running
 

@@ -15,10 +15,11 @@ import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.engines.base import Mode, SynthesisRequest
+from app.core.engine import Mode, SynthesisRequest
 from app.engines.cosyvoice.batching import Gatherer, PassFailed
+from app.engines.cosyvoice.flow_streams import ChunkedStream
 from app.engines.cosyvoice.llm import LMInput
-from app.engines.cosyvoice.pipeline import Utterance, _ChunkedStream
+from app.engines.cosyvoice.pipeline import Utterance
 from app.engines.cosyvoice.vocoder import VocoderJob, vocode, vocode_one
 from tests.test_cosyvoice import TEXT, TWO_SENTENCES
 
@@ -214,7 +215,7 @@ def _utterance(prompt_tokens: int) -> Utterance:
 def _flow_chunks(pipeline, utterance: Utterance, tokens: torch.Tensor) -> list[torch.Tensor]:
     """A stream's mel, chunk by chunk as the pipeline cuts it: the first chunk ends on a model chunk (its length
     depends on the prompt), then 50 tokens, then the rest without look-ahead."""
-    stream = _ChunkedStream(pipeline, utterance)
+    stream = ChunkedStream(pipeline, utterance)
     first = 25 + (-utterance.prompt_tokens.shape[1] % 25)
     cuts = [0, first, first + 50]
     mels = [stream(tokens[:, a:b], tokens[:, b : b + 3]) for a, b in zip(cuts, cuts[1:], strict=False)]

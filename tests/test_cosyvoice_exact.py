@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 import torch
 
-from app.engines.base import Mode, SynthesisRequest
+from app.core.engine import Mode, SynthesisRequest
 from app.engines.cosyvoice.flow import FlowPrefix
-from app.engines.cosyvoice.pipeline import StreamOptions, _upstream_flow
+from app.engines.cosyvoice.flow_streams import upstream_flow
+from app.engines.cosyvoice.pipeline import StreamOptions
 from app.engines.cosyvoice.prompts import PromptCache
 from app.engines.cosyvoice.vocoder import HiftV3
 from tests.conftest import clone
@@ -183,12 +184,13 @@ def test_the_chunked_flow_is_upstreams_streaming_flow(cv_engine, prompt_tokens):
     feat = torch.randn(1, 2 * prompt_tokens, 80, generator=generator) - 4
     embedding = torch.randn(1, 192, generator=generator)
     tokens = torch.randint(0, 6561, (1, 190), generator=generator, dtype=torch.int32)
+    from app.engines.cosyvoice.flow_streams import ChunkedStream
     from app.engines.cosyvoice.llm import LMInput
-    from app.engines.cosyvoice.pipeline import Utterance, _ChunkedStream
+    from app.engines.cosyvoice.pipeline import Utterance
 
     empty = torch.zeros(1, 0, dtype=torch.int32)
     utterance = Utterance(LMInput(empty, empty, empty), prompt, feat, embedding)
-    stream = _ChunkedStream(pipeline, utterance)
+    stream = ChunkedStream(pipeline, utterance)
     cuts, offset, hop = [], -prompt_tokens % 25 + 25, 25
     while offset + 3 <= tokens.shape[1]:
         cuts.append(offset)
@@ -197,13 +199,13 @@ def test_the_chunked_flow_is_upstreams_streaming_flow(cv_engine, prompt_tokens):
     ours, previous = [], 0
     for cut in cuts:
         ours.append(stream(tokens[:, previous:cut], tokens[:, cut : cut + 3]))
-        theirs = _upstream_flow(flow, tokens[:, : cut + 3], utterance, streaming=True, finalize=False)
+        theirs = upstream_flow(flow, tokens[:, : cut + 3], utterance, streaming=True, finalize=False)
         theirs = theirs[:, :, previous * 2 :]
         assert ours[-1].shape == theirs.shape
         assert (ours[-1] - theirs).abs().max() <= MEL_TOLERANCE
         previous = cut
     ours.append(stream(tokens[:, previous:], None))
-    whole = _upstream_flow(flow, tokens, utterance, streaming=True, finalize=True)
+    whole = upstream_flow(flow, tokens, utterance, streaming=True, finalize=True)
     assert torch.cat(ours, dim=2).shape == whole.shape and (torch.cat(ours, dim=2) - whole).abs().max() <= MEL_TOLERANCE
     assert whole.abs().max() > 1  # a real mel
 

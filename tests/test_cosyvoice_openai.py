@@ -6,8 +6,8 @@ import json
 import openai
 import pytest
 
+from app.core.engine import Mode
 from app.core.formats import FORMATS
-from app.engines.base import Mode
 from tests.audio_utils import decode, decode_pcm
 from tests.conftest import EN_PROMPT, last_engine_seconds, live_server
 from tests.test_formats import slack

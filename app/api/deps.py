@@ -5,7 +5,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.requests import HTTPConnection
 
+from app.config import Settings
 from app.core.errors import Forbidden
+from app.core.fetch import FetchPolicy
 from app.core.names import VoiceName
 from app.core.speech import SpeechService
 
@@ -15,6 +17,19 @@ def get_speech(request: Request) -> SpeechService:
 
 
 Speech = Annotated[SpeechService, Depends(get_speech)]
+
+
+def settings_of(connection: HTTPConnection) -> Settings:
+    """The settings, for what is a door's own to decide (its voice names, its limits); the core has its values."""
+    return connection.app.state.settings
+
+
+Config = Annotated[Settings, Depends(settings_of)]
+
+
+def fetch_policy(connection: HTTPConnection) -> FetchPolicy:
+    """Which URLs a request may make the server fetch, built once at start-up."""
+    return connection.app.state.fetch_policy
 
 
 def caller_user(connection: HTTPConnection) -> str:

@@ -6,6 +6,7 @@ to the field names this request used (e.g. the seed's prompt audio sent as ``pro
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -36,11 +37,86 @@ def route_path(scope) -> str:
     return path[len(root) :] if root and path.startswith(root) else path
 
 
-def domain_error(exc: DomainError, statuses: dict, fields: dict[str, str], defaults: dict[str, str]):
-    """(status, code, the parameter as this request named it or None, the message "<field>: <problem>")."""
-    status, code = next(statuses[kind] for kind in type(exc).__mro__ if kind in statuses)
-    name = (fields.get(exc.param) or defaults.get(exc.param, exc.param)) if exc.param else None
-    return status, code, name, f"{name}: {exc.problem}" if name else exc.problem
+def domain_error_kinds() -> list[type[DomainError]]:
+    """Every kind of core error (each subclass of DomainError, however deep)."""
+    kinds, todo = [], [DomainError]
+    while todo:
+        for kind in todo.pop().__subclasses__():
+            kinds.append(kind)
+            todo.append(kind)
+    return kinds
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a door says about an error: its status, its code, the message, and the field as the request named it."""
+
+    status: int
+    code: str
+    message: str
+    param: str | None = None
+
+
+class DoorErrors:
+    """One door's description of its errors, read by the one dispatch (``answer``): the status and code of every
+    kind of core error, its names for the core's parameters, and its words for its protocol's own failures.
+
+    Built when the door's module is imported: a kind of core error the door does not describe stops the server
+    from starting, so no error can fall through to a bare 500. A door with wording of its own overrides a method.
+    """
+
+    def __init__(
+        self,
+        statuses: dict[type[DomainError], tuple[int, str]],
+        fields: dict[str, str],
+        invalid: tuple[int, str],
+        http_codes: dict[int, str] | None = None,
+        internal: str = "internal_error",
+    ):
+        missing = sorted(kind.__name__ for kind in domain_error_kinds() if kind not in statuses)
+        if missing:
+            raise TypeError(f"the door's error table has no answer for {', '.join(missing)}")
+        self.statuses, self.fields, self.invalid = statuses, fields, invalid
+        self.http_codes, self.internal_code = http_codes or {}, internal
+
+    def domain(self, exc: DomainError, fields: dict[str, str]) -> Answer:
+        """``fields``: this request's own names for core parameters, before the door's usual ones."""
+        known = next((self.statuses[kind] for kind in type(exc).__mro__ if kind in self.statuses), None)
+        if known is None:  # a kind made after the door was built
+            log.error("no answer for %s: %s", type(exc).__name__, exc)
+            return self.internal()
+        status, code = known
+        name = (fields.get(exc.param) or self.fields.get(exc.param, exc.param)) if exc.param else None
+        return Answer(status, code, f"{name}: {exc.problem}" if name else exc.problem, name)
+
+    def door(self, exc: DoorError) -> Answer:
+        return Answer(exc.status, exc.code, exc.message, exc.param)
+
+    def validation(self, exc: RequestValidationError) -> Answer:
+        message = "; ".join(f"{field}: {problem}" for field, problem in validation_problems(exc))
+        return Answer(*self.invalid, message)
+
+    def http(self, exc: HTTPException) -> Answer:
+        return Answer(exc.status_code, self.http_code(exc.status_code), str(exc.detail))
+
+    def http_code(self, status: int) -> str:
+        return self.http_codes.get(status, "http_error")
+
+    def internal(self) -> Answer:
+        return Answer(500, self.internal_code, "internal error; the server log has the details")
+
+
+def answer(exc: Exception, door: DoorErrors, fields: dict[str, str] | None = None) -> Answer:
+    """The one dispatch: any exception, answered as ``door`` describes it (anything unknown is a bug: a 500)."""
+    if isinstance(exc, DomainError):
+        return door.domain(exc, fields or {})
+    if isinstance(exc, DoorError):
+        return door.door(exc)
+    if isinstance(exc, RequestValidationError):
+        return door.validation(exc)
+    if isinstance(exc, HTTPException):
+        return door.http(exc)
+    return door.internal()
 
 
 def field_names(request: Request) -> dict[str, str]:

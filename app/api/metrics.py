@@ -98,12 +98,12 @@ class Metrics:
             **into,
         )
         active = Gauge("cosyvoice_syntheses_active", "Syntheses holding an engine slot", **into)
-        active.set_function(lambda: self.speech.synthesizer.active if self.speech else 0)
+        active.set_function(lambda: self.speech.status()["active_syntheses"] if self.speech else 0)
         queued = Gauge("cosyvoice_syntheses_queued", "Requests waiting for an engine slot", **into)
-        queued.set_function(lambda: self.speech.synthesizer.waiting if self.speech else 0)
+        queued.set_function(lambda: self.speech.status()["queued_syntheses"] if self.speech else 0)
         voices = Gauge("cosyvoice_voices", "Voices: built-in, and cloned in the shared library", ["kind"], **into)
-        voices.labels("builtin").set_function(lambda: len(self.speech.voices.builtin_ids()) if self.speech else 0)
-        voices.labels("shared").set_function(lambda: len(self.speech.voices.library.names()) if self.speech else 0)
+        voices.labels("builtin").set_function(lambda: self.speech.status()["builtin_voices"] if self.speech else 0)
+        voices.labels("shared").set_function(lambda: self.speech.shared_voice_count() if self.speech else 0)
 
     # -- the core's observer ------------------------------------------------------------------
     def stream_ended(self, record: StreamRecord) -> None:
@@ -177,20 +177,8 @@ async def metrics(request: Request) -> Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-def _voice_table_problem(library) -> str | None:
-    library.names()  # reads the table again when it changed on disk
-    return library.problem
-
-
 @router.get("/ready")
 async def ready(speech: Speech) -> JSONResponse:
     """Readiness: the engine is loaded, the voice table reads, and the storage answers (within 5 s)."""
-    checks = {"engine": "ok", "voice_table": "ok", "storage": "ok"}
-    problem = await asyncio.to_thread(_voice_table_problem, speech.voices.library)
-    if problem:
-        checks["voice_table"] = problem
-    storage = speech.voices.users.storage
-    checks["storage"] = await speech.voices.storage_problem(_READY_TIMEOUT) or "ok"
-    ready = all(value == "ok" for value in checks.values())
-    body = {"ready": ready, "engine": speech.engine.name, "storage_kind": storage.name, "checks": checks}
-    return JSONResponse(body, status_code=200 if ready else 503)
+    body = await speech.readiness(_READY_TIMEOUT)
+    return JSONResponse(body, status_code=200 if body["ready"] else 503)

@@ -2,7 +2,7 @@
 
 from starlette.responses import StreamingResponse
 
-from app.core.synthesis import AudioStream
+from app.core.audio_stream import AudioStream
 
 
 class AudioResponse(StreamingResponse):

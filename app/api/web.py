@@ -7,7 +7,6 @@ saved. Errors are the seed's shape, ``{"error": {"code", "message": "<field>: <p
 own field names.
 """
 
-import asyncio
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -22,10 +21,9 @@ from app.api.errors import field_names
 from app.api.fields import NotABool
 from app.api.responses import AudioResponse
 from app.api.seed.models import ERRORS, MODE_NAMES, ModeName
+from app.core.engine import Mode
 from app.core.formats import FORMATS, AudioOutput
-from app.core.prompt_check import check_prompt
 from app.core.speech import SPEEDS, SpeechRequest, VoiceRef
-from app.engines.base import Mode
 
 STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
 INDEX = STATIC / "index.html"
@@ -90,7 +88,7 @@ async def speak(body: SpeakBody, speech: Speech, http: Request) -> AudioResponse
     voice = VoiceRef(name=body.voice.strip(), user=caller_user(http))
     request = SpeechRequest(body.mode, body.text, voice, instruction=body.instruction, speed=body.speed)
     chosen = FORMATS[body.format]
-    output = AudioOutput(chosen, bitrate_kbps=speech.settings.mp3_bitrate_kbps)
+    output = AudioOutput(chosen)
     stream = await speech.synthesize(request, output, http.is_disconnected)
     headers = {
         "Content-Disposition": f"inline; filename=speech.{chosen.extension}",
@@ -112,7 +110,7 @@ async def prompt_check(
 ) -> PromptCheck:
     """A prompt's problems (silent, too short, too long, clipped), all of them, before it is saved as a voice."""
     data = await prompt_audio.read()
-    report = await asyncio.to_thread(check_prompt, data, speech.settings, prompt_text)
+    report = await speech.check_prompt(data, prompt_text)
     return PromptCheck(**report.as_dict())
 
 

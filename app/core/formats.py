@@ -74,7 +74,7 @@ class AudioOutput:
 
     format: AudioFormat
     sample_rate: int | None = None
-    bitrate_kbps: int = 64
+    bitrate_kbps: int | None = None  # None: the service's (COSYVOICE_MP3_BITRATE_KBPS)
     whole: bool = False  # sent in one piece: a WAV then carries its exact sizes
     gain: float = 1.0  # louder (>1) or softer
     pitch: float = 1.0  # a higher (>1) or lower voice, at the same speed
@@ -87,7 +87,7 @@ class AudioOutput:
             return wanted
         return min((r for r in rates if r >= wanted), default=max(rates))
 
-    def encoder(self, engine_rate: int, tempo: float = 1.0) -> Encoder:
+    def encoder(self, engine_rate: int, tempo: float = 1.0, default_kbps: int = 64) -> Encoder:
         """A fresh encoder for one response: time-stretch, resample, encode."""
         rate = self.rate_for(engine_rate)
         stages: list[Stage] = []
@@ -102,5 +102,5 @@ class AudioOutput:
         if self.format.name == "wav" and self.whole:
             encoder: Encoder = WholeWavEncoder(rate)
         else:
-            encoder = self.format.make(rate, self.bitrate_kbps)
+            encoder = self.format.make(rate, self.bitrate_kbps or default_kbps)
         return Chain(stages, encoder) if stages else encoder

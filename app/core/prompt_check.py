@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from app.config import Settings
 from app.core.audio import examine_prompt
+from app.core.limits import Limits
 
 FULL_SCALE = 0.99  # a sample this close to full scale is taken as clipped
 CLIPPED_FRACTION = 0.001  # clipped when more than this fraction of the sound is at full scale
@@ -32,14 +32,14 @@ class PromptReport:
         return {**asdict(self), "ok": self.ok}
 
 
-def check_prompt(data: bytes, settings: Settings, prompt_text: str = "", param: str = "prompt_audio") -> PromptReport:
+def check_prompt(data: bytes, limits: Limits, prompt_text: str = "", param: str = "prompt_audio") -> PromptReport:
     """Blocking (decoding and analysis): run it in a worker thread."""
-    sound = examine_prompt(data, param, settings.prompt_min_seconds, settings.prompt_max_seconds)
+    sound = examine_prompt(data, param, limits.prompt_min_seconds, limits.prompt_max_seconds)
     problems = list(sound.problems)
     clipped = float(np.mean(np.abs(sound.speech) >= FULL_SCALE)) if sound.speech.size else 0.0
     if clipped > CLIPPED_FRACTION:
         problems.append(f"{clipped:.1%} of the sound is at full scale (clipped, distorted); record it less loudly")
-    limit = settings.max_prompt_text_chars
+    limit = limits.max_prompt_text_chars
     if len(prompt_text) > limit:
         problems.append(f"the transcript has {len(prompt_text)} characters; the limit is {limit}")
     return PromptReport(

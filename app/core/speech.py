@@ -1,17 +1,21 @@
 """SpeechService: the one call every door makes. A ``SpeechRequest`` and an ``AudioOutput`` go in, audio comes out."""
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from app.config import Settings
+from app.core.audio_stream import AudioStream
+from app.core.encoders import Encoder
+from app.core.engine import MODE_LABELS, Mode, SpeechEngine, SynthesisRequest
 from app.core.errors import Invalid, Missing, NotFound, Unsupported
 from app.core.formats import AudioOutput
+from app.core.limits import Limits
 from app.core.names import VoiceName, name_problem
-from app.core.synthesis import AudioStream, Synthesizer
+from app.core.prompt_check import PromptReport, check_prompt
+from app.core.synthesis import Synthesizer
 from app.core.voice_store import BuiltVoice, Upload, Voices
 from app.core.voices import Voice
-from app.engines.base import MODE_LABELS, Mode, SpeechEngine, SynthesisRequest
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +63,11 @@ class Prepared:
 
 
 class SpeechService:
-    def __init__(self, settings: Settings, engine: SpeechEngine, voices: Voices, synthesizer: Synthesizer):
-        self.settings = settings
+    def __init__(self, engine: SpeechEngine, voices: Voices, synthesizer: Synthesizer, limits: Limits):
         self.engine = engine
         self.voices = voices
         self.synthesizer = synthesizer
+        self.limits = limits
 
     async def synthesize(
         self, request: SpeechRequest, output: AudioOutput, is_disconnected: Disconnected = None
@@ -72,9 +76,20 @@ class SpeechService:
         prepared = await self.prepare(request)
         if prepared.save_as is not None and prepared.built is not None:
             await self.voices.save(prepared.save_as, prepared.built, True, _user(request.voice))
-        tempo = request.speed / prepared.engine_request.speed
-        encoder = output.encoder(self.engine.sample_rate, tempo)
+        encoder = self.encoder(output, request.speed / prepared.engine_request.speed)
         return await self.synthesizer.stream(prepared.engine_request, encoder, is_disconnected)
+
+    def encoder(self, output: AudioOutput, tempo: float = 1.0) -> Encoder:
+        """A fresh encoder for one response, at the service's bitrate unless the output names one."""
+        return output.encoder(self.engine.sample_rate, tempo, self.limits.mp3_bitrate_kbps)
+
+    async def available_voices(self, user: VoiceName | None) -> tuple[list[str], list[str]]:
+        """(built-in, cloned) names a caller may use; the cloned: the user's own (no user: the shared library's)."""
+        return self.voices.builtin_ids(), await self.voices.names(user)
+
+    async def check_prompt(self, data: bytes, prompt_text: str = "") -> PromptReport:
+        """Every problem of a prompt before it is saved, by cloning's own thresholds."""
+        return await asyncio.to_thread(check_prompt, data, self.limits, prompt_text)
 
     def check_text(self, text: str) -> str:
         text = text.strip()
@@ -82,8 +97,8 @@ class SpeechService:
             raise Missing("text", "must not be empty")
         if not any(ch.isalnum() for ch in text):
             raise Invalid("text", "nothing to speak (no letters or digits)")
-        if len(text) > self.settings.max_text_chars:
-            raise Invalid("text", f"{len(text)} characters; the limit is {self.settings.max_text_chars}")
+        if len(text) > self.limits.max_text_chars:
+            raise Invalid("text", f"{len(text)} characters; the limit is {self.limits.max_text_chars}")
         return text
 
     async def prepare(self, request: SpeechRequest, with_text: bool = True) -> Prepared:
@@ -130,7 +145,9 @@ class SpeechService:
         raise Missing("prompt_audio", f"{label} needs prompt audio (a file or base64) or the name of a cloned voice")
 
     async def _stored(self, ref: VoiceRef) -> Voice:
-        """The stored voice a request names (the user's own first), or the one its name stands for."""
+        """The stored voice a request names (the user's own first), or the server's voice its name stands for:
+        one storage round trip at most (the user's store is asked for what the alias stands for only when the
+        server has no voice of that name)."""
         user = _user(ref)
         if not ref.alias or name_problem(ref.name) is None:  # an alias may be any string, e.g. "My Voice"
             try:
@@ -139,7 +156,7 @@ class SpeechService:
                 if not ref.alias:
                     raise
         try:
-            return await self.voices.get(VoiceName.check("voice", ref.alias), user)
+            return await self.voices.get(VoiceName.check("voice", ref.alias), user, server_first=True)
         except NotFound:
             problem = f"{ref.name!r} stands for {ref.alias!r}, which this server does not have"
             raise NotFound("voice", problem) from None
@@ -154,7 +171,7 @@ class SpeechService:
             "engine": self.engine.name,
             "engine_model": self.engine.description,
             "sample_rate": self.engine.sample_rate,
-            "storage": self.voices.users.storage.name,
+            "storage": self.voices.storage_name,
             "voices": len(self.voices.builtin_ids()) + cloned,
             "builtin_voices": len(self.voices.builtin_ids()),
             "cloned_voices": cloned,
@@ -162,6 +179,18 @@ class SpeechService:
             "queued_syntheses": synth.waiting,
             "max_concurrency": synth.max_concurrency,
         }
+
+    def shared_voice_count(self) -> int:
+        """The shared library's cloned voices, the table read again if it changed on disk (blocking)."""
+        return len(self.voices.library.names())
+
+    async def readiness(self, timeout: float) -> dict:
+        """What /ready reports: the engine is loaded, the voice table reads, the storage answers within ``timeout``."""
+        checks = {"engine": "ok", "voice_table": "ok", "storage": "ok"}
+        checks["voice_table"] = await asyncio.to_thread(self.voices.library_problem) or "ok"
+        checks["storage"] = await self.voices.storage_problem(timeout) or "ok"
+        ready = all(value == "ok" for value in checks.values())
+        return {"ready": ready, "engine": self.engine.name, "storage_kind": self.voices.storage_name, "checks": checks}
 
     def shutdown(self) -> None:
         self.synthesizer.shutdown()

@@ -19,12 +19,12 @@ from pathlib import Path
 import torch
 
 from app.core.audio import WIDE_RATE, PromptAudio, wav_bytes
+from app.core.engine import SpeechEngine
 from app.core.errors import AlreadyExists, Invalid, NotFound, TooLarge
+from app.core.files import atomic_write_bytes
 from app.core.names import VoiceName
+from app.core.storage import ObjectNotFound, Storage
 from app.core.voices import Voice
-from app.engines.base import SpeechEngine
-from app.storage import ObjectNotFound, Storage
-from app.storage.local import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 SOURCE_SUFFIXES = (".wav", ".txt")
 _STAGED = re.compile(r"\.(?P<id>.+)\.(?P<fp>[0-9a-f]{16})(?P<suffix>\.wav|\.txt)\.new")
-_TEMP = re.compile(r"\..+\.tmp")  # app.storage.local.atomic_write's temp files
+_TEMP = re.compile(r"\..+\.tmp")  # app.core.files.atomic_write's temp files
 
 
 def fingerprint(entry: object) -> str:

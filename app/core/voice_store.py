@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.config import Settings
 from app.core.audio import PromptAudio, pcm16_wav, prepare_prompt
+from app.core.engine import SpeechEngine, VoiceRejected
 from app.core.errors import (
     Invalid,
     Missing,
@@ -22,11 +22,11 @@ from app.core.errors import (
     StorageUnavailable,
     VoiceTableUnavailable,
 )
+from app.core.limits import Limits
 from app.core.names import VoiceName
 from app.core.synthesis import Synthesizer
 from app.core.user_voices import UserStorage, user_key
 from app.core.voices import Voice, VoiceLibrary
-from app.engines.base import SpeechEngine, VoiceRejected
 
 log = logging.getLogger(__name__)
 
@@ -87,20 +87,21 @@ class VoiceStore(Protocol):
 class Voices:
     def __init__(
         self,
-        settings: Settings,
+        limits: Limits,
         engine: SpeechEngine,
         library: VoiceLibrary,
         users: UserStorage,
         synthesizer: Synthesizer,
+        shared: bool,
     ):
-        self.settings = settings
+        self.limits = limits
         self.engine = engine
         self.library = library
         self.users = users
         self._synthesizer = synthesizer
-        # with API keys every request acts for a user, who sees only the built-ins beside their own voices: the
-        # shared library's cloned voices belong to nobody's key
-        self.shared = settings.api_keys_file is None
+        # False where the door layer gives every request a user (API keys), who then sees only the built-ins beside
+        # their own voices: the shared library's cloned voices belong to nobody's key
+        self.shared = shared
         self._storage_threads = ThreadPoolExecutor(8, thread_name_prefix="storage")
         self._probe_thread = ThreadPoolExecutor(1, thread_name_prefix="storage-probe")
         self._probe: asyncio.Future | None = None
@@ -123,10 +124,27 @@ class Voices:
     def builtin_ids(self) -> list[str]:
         return self.library.builtin_ids()
 
+    @property
+    def storage_name(self) -> str:
+        return self.users.storage.name
+
+    def library_problem(self) -> str | None:
+        """Why the shared voice table cannot be read, or None; blocking (it reads the table again if it changed)."""
+        self.library.names()
+        return self.library.problem
+
     # -- reading --------------------------------------------------------------------------
-    async def get(self, name: VoiceName, user: VoiceName | None = None, user_only: bool = False) -> Voice:
+    async def get(
+        self, name: VoiceName, user: VoiceName | None = None, user_only: bool = False, server_first: bool = False
+    ) -> Voice:
         """A stored voice: the user's own first (when a user is given), then, unless ``user_only``, the shared ones
-        (only the built-ins when the server uses API keys)."""
+        (only the built-ins when the server uses API keys). ``server_first``: the server's own voices before the
+        user's (what a mapped name stands for), so that a built-in costs no storage round trip."""
+        if server_first and (name in self.library.builtin_ids() or self.shared):
+            try:
+                return await self._run(None, self.library.get, name)
+            except NotFound:
+                pass
         not_theirs = None
         if user is not None:
             try:
@@ -158,7 +176,7 @@ class Voices:
     # -- building and saving --------------------------------------------------------------
     async def build(self, prompt_text: str, upload: Upload) -> BuiltVoice:
         """A voice from prompt audio and its transcript ("" for none), not saved."""
-        s = self.settings
+        s = self.limits
         if len(prompt_text) > s.max_prompt_text_chars:
             problem = f"{len(prompt_text)} characters; the limit is {s.max_prompt_text_chars}"
             raise Invalid("prompt_text", f"{problem} (COSYVOICE_MAX_PROMPT_TEXT_CHARS)")

@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 
 from app.core.audio import WIDE_RATE, PromptAudio, wav_bytes
+from app.core.engine import SpeechEngine
 from app.core.errors import AlreadyExists, Forbidden, Invalid, NotFound, VoiceTableUnavailable
+from app.core.files import atomic_write_bytes
 from app.core.names import VoiceName
 from app.core.voice_recovery import recover, staged_path
-from app.engines.base import SpeechEngine
-from app.storage.local import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

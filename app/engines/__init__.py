@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import Settings
+from app.core.engine import SpeechEngine
 from app.core.observer import EngineObserver
-from app.engines.base import SpeechEngine
 from app.engines.model_dir import cosyvoice_generation
 
 log = logging.getLogger(__name__)

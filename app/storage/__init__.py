@@ -1,9 +1,7 @@
-"""Where users' voices and prompts live: a small Storage protocol, local and OSS implementations."""
+"""Where users' voices and prompts live: local and OSS implementations of the core's Storage protocol."""
 
 from app.config import Settings
-from app.storage.base import ObjectInfo, ObjectNotFound, Storage, StorageFailure, StorageUnavailable
-
-__all__ = ["ObjectInfo", "ObjectNotFound", "Storage", "StorageFailure", "StorageUnavailable", "open_storage"]
+from app.core.storage import Storage
 
 
 def open_storage(settings: Settings) -> Storage:

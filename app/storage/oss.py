@@ -6,7 +6,7 @@ import time
 import oss2
 
 from app.config import Settings
-from app.storage.base import ObjectInfo, ObjectNotFound, StorageFailure, StorageUnavailable
+from app.core.storage import ObjectInfo, ObjectNotFound, StorageFailure, StorageUnavailable
 
 log = logging.getLogger(__name__)
 

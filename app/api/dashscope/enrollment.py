@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.bodies import SafeBodyRoute
 from app.api.dashscope.errors import ERRORS
-from app.api.deps import Speech, user_for, voice_owner
+from app.api.deps import Speech, fetch_policy, user_for, voice_owner
 from app.api.errors import DoorError, field_names
-from app.core.fetch import FetchPolicy, fetch_audio
+from app.core.fetch import fetch_audio
 from app.core.names import VoiceName
 from app.core.speech import SpeechService
 from app.core.voice_store import Upload
@@ -48,12 +48,6 @@ class EnrollmentBody(BaseModel):
     parameters: dict = Field(default_factory=dict)
 
 
-def _policy(speech: SpeechService) -> FetchPolicy:
-    s = speech.settings
-    hosts = frozenset(host.lower() for host in s.fetch_hosts)
-    return FetchPolicy(hosts, s.fetch_private, s.max_upload_bytes, s.fetch_timeout_seconds)
-
-
 def _times(created: float | None) -> dict:
     """This service keeps one time per voice: when it was last saved."""
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(created or 0))
@@ -72,7 +66,7 @@ async def _sample(speech: SpeechService, request: EnrollmentInput, http: Request
     keys, the key user's)."""
     url = _required(request.url, "url", request.action)
     if url.startswith("data:") or "://" in url or ":" in url.split("/", 1)[0]:
-        return await fetch_audio(url, _policy(speech))
+        return await fetch_audio(url, fetch_policy(http))
     user = user_for(http, request.user_id)
     if not user:
         raise DoorError(400, "InvalidParameter", "input.url: a storage key needs input.user_id (whose storage)")

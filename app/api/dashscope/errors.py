@@ -3,14 +3,11 @@ into its exceptions (VoiceEnrollmentException) and results (status_code, code, m
 
 import uuid
 
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from starlette.exceptions import HTTPException
 
 from app.api.dashscope.requests import FIELDS, STATUS
-from app.api.errors import DoorError, domain_error, validation_problems
-from app.core import errors
+from app.api.errors import Answer, DoorError, DoorErrors, answer
 
 PREFIX = "/api/v1/services/"
 
@@ -32,19 +29,17 @@ def error_body(code: str, message: str, request_id: str | None = None) -> dict:
     return {"request_id": request_id or str(uuid.uuid4()), "code": code, "message": message}
 
 
+class _DashScopeErrors(DoorErrors):
+    def door(self, exc: DoorError) -> Answer:
+        return Answer(exc.status, "InvalidParameter" if exc.status < 500 else "InternalError", exc.message)
+
+    def http_code(self, status: int) -> str:
+        return _HTTP_CODES.get(status, "InvalidParameter" if status < 500 else "InternalError")
+
+
+DOOR = _DashScopeErrors(STATUS, FIELDS, invalid=(400, "InvalidParameter"), internal="InternalError")
+
+
 def render(exc: Exception, fields: dict[str, str]) -> JSONResponse:
-    headers = None
-    if isinstance(exc, errors.DomainError):
-        status, code, _, message = domain_error(exc, STATUS, fields, FIELDS)
-    elif isinstance(exc, DoorError):
-        status, message = exc.status, exc.message
-        code = "InvalidParameter" if status < 500 else "InternalError"
-    elif isinstance(exc, RequestValidationError):
-        status, code = 400, "InvalidParameter"
-        message = "; ".join(f"{field}: {problem}" for field, problem in validation_problems(exc))
-    elif isinstance(exc, HTTPException):
-        status, message, headers = exc.status_code, str(exc.detail), exc.headers
-        code = _HTTP_CODES.get(status, "InvalidParameter" if status < 500 else "InternalError")
-    else:
-        status, code, message = 500, "InternalError", "internal error; the server log has the details"
-    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+    said = answer(exc, DOOR, fields)
+    return JSONResponse(error_body(said.code, said.message), status_code=said.status)

@@ -14,14 +14,13 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.bodies import SafeBodyRoute
-from app.api.dashscope.errors import ERRORS, error_body
+from app.api.dashscope.errors import DOOR, ERRORS, error_body
 from app.api.dashscope.models import SynthesisParameters, billed_characters
-from app.api.dashscope.requests import FIELDS, STATUS, speech_request, task_output
+from app.api.dashscope.requests import speech_request, task_output
 from app.api.dashscope.results import Results
-from app.api.deps import Speech, caller_user
-from app.api.errors import DoorError, domain_error
-from app.core.errors import DomainError
-from app.core.speech_task import SpeechTask
+from app.api.deps import Speech, caller_user, settings_of
+from app.api.errors import DoorError
+from app.core.speech_task import Audio, Done, Failed, SpeechTask
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ async def synthesize(
     output = task_output(params, whole=x_dashscope_sse.lower() != "enable")
     if not output.whole:
         return await _events(speech, http, params, request_id, usage)
-    request = speech_request(speech, params, caller_user(http), params.text)
+    request = speech_request(params, caller_user(http), settings_of(http).dashscope_voices, params.text)
     stream = await speech.synthesize(request, output, http.is_disconnected)
     data = await stream.collect()
     if stream.ended_early:
@@ -93,37 +92,28 @@ async def synthesize(
 async def _events(speech, http: Request, params: SynthesisInput, request_id: str, usage: dict) -> StreamingResponse:
     speech.check_text(params.text)  # the whole text's limits, before it is cut into sentences
     output = task_output(params)
-    task = SpeechTask(speech, speech_request(speech, params, caller_user(http)), output)
+    task = SpeechTask(speech, speech_request(params, caller_user(http), settings_of(http).dashscope_voices), output)
     await task.start()  # an unknown voice is a JSON error, before any event
-    sentences = task.sentences(params.text, flush=True)
+    task.add(params.text)
+    task.end()
 
     async def events():
         number, audio_id, whole = 0, str(uuid.uuid4()), bytearray()
-
-        def synthesis(chunk: bytes, index: int) -> str:
-            nonlocal number
-            whole.extend(chunk)
-            number += 1
-            audio = {"data": base64.b64encode(chunk).decode(), "id": audio_id}
-            piece = {"type": "sentence-synthesis", "sentence": {"index": index}, "audio": audio}
-            return _event(number, {"request_id": request_id, "output": piece, "usage": None})
-
         try:
-            for index, sentence in enumerate(sentences):
-                stream = await task.speak(sentence, http.is_disconnected)
-                async for chunk in stream.chunks():
-                    yield synthesis(chunk, index)
-                if stream.ended_early:
-                    return
-            tail = await task.finish()  # a codec's last frames: the SDK joins only sentence events' audio
-            if tail:
-                yield synthesis(tail, len(sentences) - 1)
-            audio = _audio(http, bytes(whole), output.format.media_type)
-            final = {"request_id": request_id, "output": {"finish_reason": "stop", "audio": audio}, "usage": usage}
-            yield _event(number + 1, final)
-        except DomainError as exc:
-            status, code, _, message = domain_error(exc, STATUS, {}, FIELDS)
-            yield _event(number + 1, error_body(code, message, request_id), status)
+            async for event in task.events(http.is_disconnected):
+                if isinstance(event, Audio):  # the tail too: the SDK joins only sentence events' audio
+                    whole.extend(event.data)
+                    number += 1
+                    audio = {"data": base64.b64encode(event.data).decode(), "id": audio_id}
+                    piece = {"type": "sentence-synthesis", "sentence": {"index": event.index}, "audio": audio}
+                    yield _event(number, {"request_id": request_id, "output": piece, "usage": None})
+                elif isinstance(event, Done):
+                    audio = _audio(http, bytes(whole), output.format.media_type)
+                    final = {"request_id": request_id, "output": {"finish_reason": "stop", "audio": audio}}
+                    yield _event(number + 1, {**final, "usage": usage})
+                elif isinstance(event, Failed):
+                    said = DOOR.domain(event.error, {})
+                    yield _event(number + 1, error_body(said.code, said.message, request_id), said.status)
         except Exception:  # noqa: BLE001 - the answer has begun: end it with an error event
             log.exception("DashScope HTTP synthesis failed")
             message = "synthesis failed; the server log has the details"

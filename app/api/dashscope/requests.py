@@ -5,9 +5,9 @@ import dataclasses
 
 from app.api.dashscope.models import SynthesisParameters
 from app.core import errors
+from app.core.engine import Mode
 from app.core.formats import FORMATS, AudioOutput
-from app.core.speech import SpeechRequest, SpeechService, VoiceRef
-from app.engines.base import Mode
+from app.core.speech import SpeechRequest, VoiceRef
 
 OPUS_KBPS = 32  # DashScope's default for opus
 
@@ -43,17 +43,19 @@ STATUS = {
 }
 
 
-def speech_request(speech: SpeechService, params: SynthesisParameters, user: str, text: str = "") -> SpeechRequest:
-    """``user``: the API key's user ("" without keys), whose voices the request may name beside the built-ins."""
+def speech_request(params: SynthesisParameters, user: str, voices: dict[str, str], text: str = "") -> SpeechRequest:
+    """``user``: the API key's user ("" without keys), whose voices the request may name beside the built-ins;
+    ``voices``: DashScope's voice names -> this server's (COSYVOICE_DASHSCOPE_VOICES)."""
     instruction = params.instruction.strip()
     if params.text_type == "SSML":
         raise errors.Unsupported(None, "text_type: SSML is not supported by this server; send PlainText")
-    voice = VoiceRef(name=params.voice, alias=speech.settings.dashscope_voices.get(params.voice, ""), user=user)
+    voice = VoiceRef(name=params.voice, alias=voices.get(params.voice, ""), user=user)
     mode = Mode.INSTRUCT if instruction else Mode.SFT
     return SpeechRequest(mode, text, voice, instruction=instruction, speed=params.rate, seed=params.seed)
 
 
 def task_output(params: SynthesisParameters, whole: bool = False) -> AudioOutput:
-    kbps = (params.bit_rate or OPUS_KBPS) if params.format_name == "opus" else 64  # bit_rate is opus's only
+    # bit_rate is opus's only; the other compressed formats take the service's bitrate
+    kbps = (params.bit_rate or OPUS_KBPS) if params.format_name == "opus" else None
     output = AudioOutput(FORMATS[params.format_name], params.rate_hz, kbps, whole)
     return dataclasses.replace(output, gain=params.volume / 50, pitch=params.pitch)

@@ -2,9 +2,8 @@
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException
 
-from app.api.errors import DoorError, domain_error, validation_problems
+from app.api.errors import Answer, DoorErrors, answer, validation_problems
 from app.core import errors
 
 # core parameter -> OpenAI's field name
@@ -51,28 +50,26 @@ def error_body(status: int, message: str, param: str | None, code: str | None) -
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+class _OpenAIErrors(DoorErrors):
+    def validation(self, exc: RequestValidationError) -> Answer:
+        named = [_top_field(error) for error in exc.errors()] or [None]
+        problems = [(f or "body", p) for f, (_, p) in zip(named, validation_problems(exc), strict=False)]
+        missing = [e.get("type") for e in exc.errors()[:1]] == ["missing"]
+        code = "missing_required_parameter" if missing else "invalid_value"
+        return Answer(400, code, "; ".join(f"{field}: {problem}" for field, problem in problems), named[0])
+
+
+DOOR = _OpenAIErrors(
+    STATUS, FIELDS, invalid=(400, "invalid_value"), http_codes={404: "not_found", 405: "method_not_allowed"}
+)
+
+
 def error_object(exc: errors.DomainError) -> dict:
     """The ``error`` object for a failure after the response began (an SSE ``error`` event)."""
-    status, code, param, message = domain_error(exc, STATUS, {}, FIELDS)
-    return error_body(status, message, param, code)["error"]
+    said = DOOR.domain(exc, {})
+    return error_body(said.status, said.message, said.param, said.code)["error"]
 
 
 def render(exc: Exception, fields: dict[str, str]) -> JSONResponse:
-    headers, param = None, None
-    if isinstance(exc, errors.DomainError):
-        status, code, param, message = domain_error(exc, STATUS, fields, FIELDS)
-    elif isinstance(exc, DoorError):
-        status, code, message, param = exc.status, exc.code, exc.message, exc.param
-    elif isinstance(exc, RequestValidationError):
-        named = [_top_field(error) for error in exc.errors()] or [None]
-        problems = [(f or "body", p) for f, (_, p) in zip(named, validation_problems(exc), strict=False)]
-        status, param = 400, named[0]
-        missing = [e.get("type") for e in exc.errors()[:1]] == ["missing"]
-        code = "missing_required_parameter" if missing else "invalid_value"
-        message = "; ".join(f"{field}: {problem}" for field, problem in problems)
-    elif isinstance(exc, HTTPException):
-        status, code, message, headers = exc.status_code, "http_error", str(exc.detail), exc.headers
-        code = {404: "not_found", 405: "method_not_allowed"}.get(status, code)
-    else:
-        status, code, message = 500, "internal_error", "internal error; the server log has the details"
-    return JSONResponse(error_body(status, message, param, code), status_code=status, headers=headers)
+    said = answer(exc, DOOR, fields)
+    return JSONResponse(error_body(said.status, said.message, said.param, said.code), status_code=said.status)

@@ -8,7 +8,7 @@ import time
 from fastapi import APIRouter, Request
 
 from app.api.bodies import SafeBodyRoute
-from app.api.deps import Speech, caller_user
+from app.api.deps import Config, Speech, caller_user
 from app.api.errors import DoorError
 from app.api.openai.errors import error_object
 from app.api.openai.models import (
@@ -22,11 +22,11 @@ from app.api.openai.models import (
 )
 from app.api.openai.voices import router as voices_router
 from app.api.responses import AudioResponse
+from app.core.audio_stream import AudioStream
+from app.core.engine import Mode
 from app.core.errors import ClientGone, DomainError, EngineFailure
 from app.core.formats import FORMATS, AudioOutput, audio_format
 from app.core.speech import SpeechRequest, SpeechService, VoiceRef
-from app.core.synthesis import AudioStream
-from app.engines.base import Mode
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +65,18 @@ async def list_audio_models(speech: Speech) -> AudioModelList:
 
 
 @router.post("/audio/speech", responses=_AUDIO)
-async def create_speech(body: SpeechBody, speech: Speech, http: Request) -> AudioResponse:
+async def create_speech(body: SpeechBody, speech: Speech, config: Config, http: Request) -> AudioResponse:
     """Speech for ``input`` in a built-in or cloned voice; with ``instructions``, the engine's instructed mode."""
     if body.model not in model_ids(speech):
         message = f"model: no model {body.model!r}; GET /v1/models lists {', '.join(model_ids(speech))}"
         raise DoorError(404, "model_not_found", message, "model")
     # OpenAI's voice names stand for voices of this server (COSYVOICE_OPENAI_VOICES), unless one has that name
-    alias = speech.settings.openai_voices.get(body.voice_name, "")
+    alias = config.openai_voices.get(body.voice_name, "")
     voice = VoiceRef(name=body.voice_name, alias=alias, user=caller_user(http))
     mode = Mode.INSTRUCT if body.instructions.strip() else Mode.SFT
     request = SpeechRequest(mode, body.input, voice, instruction=body.instructions, speed=body.speed)
     chosen = audio_format(body.response_format)
-    output = AudioOutput(chosen, body.sample_rate, speech.settings.mp3_bitrate_kbps)
+    output = AudioOutput(chosen, body.sample_rate)
     stream = await speech.synthesize(request, output, http.is_disconnected)
     if body.stream_format == "sse":
         return AudioResponse(stream, "text/event-stream", body=_events(stream, speech, len(body.input)))

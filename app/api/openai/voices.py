@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from app.api.bodies import SafeBodyRoute
-from app.api.deps import Speech, anonymous, voice_owner
+from app.api.deps import Config, Speech, anonymous, voice_owner
 from app.api.errors import DoorError
 from app.api.openai.models import Voice, VoiceChoice, VoiceDeleted, VoiceList
 from app.core.names import VoiceName
@@ -40,27 +40,27 @@ async def create_voice(
     return await _voice(speech, voice_id, owner)
 
 
-def choices(speech: SpeechService, cloned: list[str]) -> list[VoiceChoice]:
+def choices(builtin: list[str], cloned: list[str], openai_voices: dict[str, str]) -> list[VoiceChoice]:
     """Every voice a request may name: OpenAI's names whose voice exists here, the built-ins, the cloned."""
-    here = [*speech.voices.builtin_ids(), *cloned]
+    here = [*builtin, *cloned]
     mapped = [
         VoiceChoice(id=theirs, name=f"{theirs} ({ours})")
-        for theirs, ours in speech.settings.openai_voices.items()
+        for theirs, ours in openai_voices.items()
         if ours in here and theirs not in here
     ]
     return mapped + [VoiceChoice(id=name, name=name) for name in here]
 
 
 @router.get("")
-async def list_voices(speech: Speech, http: Request) -> VoiceList:
+async def list_voices(speech: Speech, config: Config, http: Request) -> VoiceList:
     """The cloned voices in OpenAI's shape (``data``: with API keys, the key user's), and every voice a request may
     name in ``voices`` (Open WebUI's shape). Without a key on a server that uses keys: the built-ins only."""
     if anonymous(http):
-        return VoiceList(data=[], voices=choices(speech, []))
+        return VoiceList(data=[], voices=choices(speech.voices.builtin_ids(), [], config.openai_voices))
     owner = voice_owner(http)
-    cloned = await speech.voices.names(owner)
+    builtin, cloned = await speech.available_voices(owner)
     data = [await _voice(speech, VoiceName(name), owner) for name in cloned]
-    return VoiceList(data=data, voices=choices(speech, cloned))
+    return VoiceList(data=data, voices=choices(builtin, cloned, config.openai_voices))
 
 
 @router.delete("/{voice_id}")

@@ -3,11 +3,12 @@ inference call, each one SpeechRequest. Shared by the HTTP and the gRPC door."""
 
 from dataclasses import replace
 
+from app.api.errors import DoorErrors
 from app.core import errors
+from app.core.engine import Mode
 from app.core.formats import FORMATS, AudioOutput
 from app.core.speech import SpeechRequest, VoiceRef
 from app.core.voice_store import Upload
-from app.engines.base import Mode
 
 KINDS = {
     "sft": Mode.SFT,
@@ -47,6 +48,9 @@ STATUS = {
     errors.StorageUnavailable: (503, "UNAVAILABLE"),
     errors.ClientGone: (499, "CANCELLED"),
 }
+HTTP_ERRORS = DoorErrors(STATUS, FIELDS, invalid=(422, "INVALID_ARGUMENT"), internal="INTERNAL")
+_GRPC_FIELDS = {**FIELDS, "prompt_audio": "prompt_audio"}  # the proto's name for it
+GRPC_ERRORS = DoorErrors(STATUS, _GRPC_FIELDS, invalid=(422, "INVALID_ARGUMENT"), internal="INTERNAL")
 
 
 def speech_request(

@@ -3,12 +3,12 @@ PCM chunks back as they are synthesized. Served on ``COSYVOICE_GRPC_PORT`` besid
 started and stopped with it."""
 
 import logging
+from collections.abc import Callable
 
 import grpc
 
-from app.api.errors import domain_error
 from app.api.keys import ApiKeys, check_key, presented_key
-from app.api.runtime.calls import FIELDS, PCM, STATUS, acting_for, speech_request
+from app.api.runtime.calls import GRPC_ERRORS, PCM, acting_for, speech_request
 from app.core.errors import DomainError, Invalid, Unauthenticated
 from app.core.speech import SpeechRequest, SpeechService
 from app.core.voice_store import Upload
@@ -24,7 +24,6 @@ else:
 log = logging.getLogger(__name__)
 
 PROMPT_RATE = 16000  # upstream's prompt_audio: raw int16 at 16 kHz
-_FIELDS = {**FIELDS, "prompt_audio": "prompt_audio"}  # the proto's name for it
 _KINDS = {
     "sft_request": "sft",
     "zero_shot_request": "zero_shot",
@@ -57,9 +56,10 @@ def _speech_request(request) -> SpeechRequest:
 
 
 class CosyVoiceService(cosyvoice_pb2_grpc.CosyVoiceServicer if cosyvoice_pb2_grpc else object):
-    def __init__(self, speech: SpeechService, keys: ApiKeys | None):
+    def __init__(self, speech: SpeechService, keys: ApiKeys | None, rejected: Callable[[str], None]):
         self.speech = speech
         self.keys = keys
+        self.rejected = rejected  # counts a refused call (the metrics' observer)
 
     def _user(self, context) -> str:
         """With API keys: the user of the key in the call's metadata (``authorization: Bearer`` or ``x-api-key``)."""
@@ -69,7 +69,7 @@ class CosyVoiceService(cosyvoice_pb2_grpc.CosyVoiceServicer if cosyvoice_pb2_grp
         try:
             return check_key(self.keys, presented_key(metadata.get("authorization"), metadata.get("x-api-key")))
         except Unauthenticated:
-            self.speech.synthesizer.observer.rejected("unauthenticated")
+            self.rejected("unauthenticated")
             raise
 
     async def Inference(self, request, context):  # noqa: N802 - the proto's name
@@ -80,8 +80,8 @@ class CosyVoiceService(cosyvoice_pb2_grpc.CosyVoiceServicer if cosyvoice_pb2_grp
             async for chunk in stream.chunks():
                 yield cosyvoice_pb2.Response(tts_audio=chunk)
         except DomainError as exc:  # before the first chunk, or the engine failed after it
-            _, code, _, message = domain_error(exc, STATUS, {}, _FIELDS)
-            await context.abort(getattr(grpc.StatusCode, code), message)
+            said = GRPC_ERRORS.domain(exc, {})
+            await context.abort(getattr(grpc.StatusCode, said.code), said.message)
         except Exception:  # noqa: BLE001 - a bug: INTERNAL with the details in our log, not grpc's UNKNOWN
             log.exception("gRPC Inference failed")
             await context.abort(grpc.StatusCode.INTERNAL, "synthesis failed; the server log has the details")
@@ -96,15 +96,21 @@ async def _gone(context) -> bool:
     return context.done()
 
 
-async def start(speech: SpeechService, host: str, port: int, keys: ApiKeys | None = None) -> grpc.aio.Server:
+async def start(
+    speech: SpeechService,
+    host: str,
+    port: int,
+    max_message_bytes: int,
+    keys: ApiKeys | None,
+    rejected: Callable[[str], None],
+) -> grpc.aio.Server:
     if _STUBS_MISSING is not None:
         raise RuntimeError(
             f"COSYVOICE_GRPC_PORT is set but the gRPC stubs are missing ({_STUBS_MISSING}); "
             "`make install` generates them from app/api/runtime/cosyvoice.proto"
         )
-    limit = speech.settings.max_upload_bytes
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit)])
-    cosyvoice_pb2_grpc.add_CosyVoiceServicer_to_server(CosyVoiceService(speech, keys), server)
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes)])
+    cosyvoice_pb2_grpc.add_CosyVoiceServicer_to_server(CosyVoiceService(speech, keys, rejected), server)
     address = f"{host}:{port}"
     if server.add_insecure_port(address) == 0:
         raise RuntimeError(f"gRPC: cannot listen on {address}")

@@ -4,17 +4,14 @@ form fields (upstream's client sends GET with a multipart body), answered with r
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from starlette.exceptions import HTTPException
 
 from app.api.bodies import SafeBodyRoute
 from app.api.deps import Speech, caller_user
-from app.api.errors import DoorError, domain_error, validation_problems
+from app.api.errors import answer
 from app.api.responses import AudioResponse
-from app.api.runtime.calls import FIELDS, PCM, STATUS, acting_for, speech_request
-from app.core import errors
+from app.api.runtime.calls import HTTP_ERRORS, PCM, acting_for, speech_request
 from app.core.speech import SpeechRequest, SpeechService
 from app.core.voice_store import Upload
 
@@ -43,18 +40,8 @@ PromptWav = Annotated[UploadFile, File(description="prompt audio (any format PyA
 
 def render(exc: Exception, fields: dict[str, str]) -> JSONResponse:
     """Errors as upstream's FastAPI server words them: ``{"detail": message}``."""
-    headers = None
-    if isinstance(exc, errors.DomainError):
-        status, _, _, message = domain_error(exc, STATUS, fields, FIELDS)
-    elif isinstance(exc, DoorError):
-        status, message = exc.status, exc.message
-    elif isinstance(exc, RequestValidationError):
-        status, message = 422, "; ".join(f"{field}: {problem}" for field, problem in validation_problems(exc))
-    elif isinstance(exc, HTTPException):
-        status, message, headers = exc.status_code, str(exc.detail), exc.headers
-    else:
-        status, message = 500, "internal error; the server log has the details"
-    return JSONResponse({"detail": message}, status_code=status, headers=headers)
+    said = answer(exc, HTTP_ERRORS, fields)
+    return JSONResponse({"detail": said.message}, status_code=said.status)
 
 
 def _route(name: str):

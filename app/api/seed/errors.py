@@ -1,10 +1,10 @@
 """The seed door's error shape: ``{"error": {"code": ..., "message": "<field>: <problem>"}}``."""
 
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException
+import dataclasses
 
-from app.api.errors import DoorError, domain_error, validation_problems
+from fastapi.responses import JSONResponse
+
+from app.api.errors import Answer, DoorErrors, answer
 from app.core import errors
 
 # core parameter -> the seed's field name (a request may override these, see app.api.errors.field_names)
@@ -65,25 +65,18 @@ def _reworded(exc: errors.DomainError) -> errors.DomainError:
     return exc if problem == exc.problem else type(exc)(exc.param, problem)
 
 
-def render(exc: Exception, fields: dict[str, str]) -> JSONResponse:
-    headers = None
-    if isinstance(exc, errors.DomainError):
+class _SeedErrors(DoorErrors):
+    def domain(self, exc: errors.DomainError, fields: dict[str, str]) -> Answer:
         exc = _reworded(exc)
-        status, code, name, message = domain_error(exc, STATUS, fields, FIELDS)
-        if not (isinstance(exc, errors.NotFound) and exc.problem.startswith("user ")):  # the list is not theirs
-            message += _HINTS.get((type(exc), name), "")
-    elif isinstance(exc, DoorError):
-        status, code, message = exc.status, exc.code, exc.message
-    elif isinstance(exc, RequestValidationError):
-        status, code = 422, "invalid_input"
-        message = "; ".join(f"{field}: {problem}" for field, problem in validation_problems(exc))
-    elif isinstance(exc, HTTPException):
-        status, code, message, headers = (
-            exc.status_code,
-            _HTTP_CODES.get(exc.status_code, "http_error"),
-            exc.detail,
-            exc.headers,
-        )
-    else:
-        status, code, message = 500, "internal_error", "internal error; the server log has the details"
-    return JSONResponse(error_body(code, str(message)), status_code=status, headers=headers)
+        said = super().domain(exc, fields)
+        if isinstance(exc, errors.NotFound) and exc.problem.startswith("user "):  # the list is not theirs
+            return said
+        return dataclasses.replace(said, message=said.message + _HINTS.get((type(exc), said.param), ""))
+
+
+DOOR = _SeedErrors(STATUS, FIELDS, invalid=(422, "invalid_input"), http_codes=_HTTP_CODES)
+
+
+def render(exc: Exception, fields: dict[str, str]) -> JSONResponse:
+    said = answer(exc, DOOR, fields)
+    return JSONResponse(error_body(said.code, said.message), status_code=said.status)

@@ -8,10 +8,10 @@ from app.api.openapi import documented_body
 from app.api.responses import AudioResponse
 from app.api.seed.body import Body
 from app.api.seed.models import ERRORS, MODE_NAMES, GenerateBody
-from app.api.seed.tts import mp3_output, speech_request
+from app.api.seed.tts import MP3, speech_request
+from app.core.engine import Mode
 from app.core.formats import FORMATS, AudioOutput
 from app.core.speech import VoiceRef
-from app.engines.base import Mode
 
 router = APIRouter(tags=["seed: speech"], responses=ERRORS)
 
@@ -54,7 +54,7 @@ async def generate_audio(speech: Speech, body: Body, http: Request) -> Response:
     save_as = fields.exp_name.strip() if fields.mode is Mode.ZERO_SHOT else ""
     request = speech_request(fields.mode, fields, voice, instruction, save_as=save_as)
     if fields.stream:
-        stream = await speech.synthesize(request, mp3_output(speech), http.is_disconnected)
+        stream = await speech.synthesize(request, MP3, http.is_disconnected)
         return AudioResponse(stream, "audio/mpeg", {"Content-Disposition": "inline; filename=sound.mp3"})
     stream = await speech.synthesize(request, AudioOutput(FORMATS["wav"], whole=True), http.is_disconnected)
     return Response(await stream.collect(), media_type="audio/wav")

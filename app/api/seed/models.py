@@ -5,7 +5,7 @@ from typing import Annotated
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 
 from app.api.fields import NotABool
-from app.engines.base import Mode
+from app.core.engine import Mode
 
 # The seed's four mode names, plus English aliases.
 MODE_NAMES = {

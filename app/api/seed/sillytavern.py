@@ -13,9 +13,9 @@ from app.api.responses import AudioResponse
 from app.api.seed.body import Body
 from app.api.seed.models import ERRORS
 from app.api.seed.models import Body as BodyFields
+from app.core.engine import Mode
 from app.core.formats import FORMATS, AudioOutput
 from app.core.speech import SpeechRequest, VoiceRef
-from app.engines.base import Mode
 
 router = APIRouter(tags=["seed: SillyTavern"], responses=ERRORS)
 
@@ -32,8 +32,8 @@ class SpeakBody(BodyFields):
 @router.get("/speakers")
 async def speakers(speech: Speech, http: Request) -> list[dict]:
     """The voices, as SillyTavern's CosyVoice provider lists them."""
-    names = speech.voices.builtin_ids() + await speech.voices.names(voice_owner(http))
-    return [{"name": name, "voice_id": name} for name in names]
+    builtin, cloned = await speech.available_voices(voice_owner(http))
+    return [{"name": name, "voice_id": name} for name in builtin + cloned]
 
 
 @router.post("/", responses=_AUDIO, openapi_extra=documented_body(SpeakBody))

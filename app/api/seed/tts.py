@@ -7,10 +7,10 @@ from app.api.openapi import documented_body
 from app.api.responses import AudioResponse
 from app.api.seed.body import Body, RequestBody
 from app.api.seed.models import ERRORS, InstructBody, PromptBody, SynthesisBody, TtsBody
+from app.core.engine import Mode
 from app.core.formats import FORMATS, AudioOutput
 from app.core.speech import SpeechRequest, SpeechService, VoiceRef
 from app.core.voice_store import Upload
-from app.engines.base import Mode
 
 router = APIRouter(tags=["seed: speech"], responses=ERRORS)
 
@@ -20,8 +20,7 @@ _PROMPT_FILE = {"prompt_audio": "prompt audio (any format PyAV reads), instead o
 _AUDIO = {200: {"content": {"audio/mpeg": {}}, "description": "MP3, streamed while it is synthesized"}}
 
 
-def mp3_output(speech: SpeechService) -> AudioOutput:
-    return AudioOutput(_MP3, bitrate_kbps=speech.settings.mp3_bitrate_kbps)
+MP3 = AudioOutput(_MP3)  # at the service's bitrate
 
 
 def voice_ref(
@@ -46,7 +45,7 @@ def speech_request(
 
 
 async def _mp3(speech: SpeechService, request: SpeechRequest, http: Request) -> AudioResponse:
-    stream = await speech.synthesize(request, mp3_output(speech), http.is_disconnected)
+    stream = await speech.synthesize(request, MP3, http.is_disconnected)
     return AudioResponse(stream, _MP3.media_type, _MP3_DOWNLOAD)
 
 

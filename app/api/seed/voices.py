@@ -70,7 +70,7 @@ async def upload_audio(speech: Speech, body: Body, http: Request) -> dict:
     if upload is None:
         raise missing("file", "missing; send the audio as a multipart file part named 'file'")
     field_names(http)["prompt_audio"] = "file"
-    limit = speech.settings.prompt_max_seconds
+    limit = speech.limits.prompt_max_seconds
     samples = await asyncio.to_thread(decode_to_mono, upload.data, "prompt_audio", max_seconds=limit)
     if samples.size > limit * PROMPT_RATE:  # decoding stopped there: a small file can expand to hours
         raise Invalid("prompt_audio", f"the audio is longer than {limit:g} s; send a shorter prompt")
@@ -81,7 +81,7 @@ async def upload_audio(speech: Speech, body: Body, http: Request) -> dict:
 @router.get("/get_available_spks")
 async def get_available_spks(speech: Speech, http: Request, user_id: str = "") -> dict:
     """Built-in voices plus the shared cloned ones, or, with ``user_id``, plus that user's own."""
-    builtin, cloned = speech.voices.builtin_ids(), await speech.voices.names(voice_owner(http, user_id))
+    builtin, cloned = await speech.available_voices(voice_owner(http, user_id))
     return {"speakers": builtin + cloned, "builtin": builtin, "cloned": cloned}
 
 

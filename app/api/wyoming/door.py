@@ -15,6 +15,7 @@ from wyoming.server import AsyncTcpServer
 
 from app.api.wyoming.session import Session
 from app.core.errors import DomainError, Invalid, NotFound
+from app.core.names import VoiceName
 from app.core.speech import SpeechService, VoiceRef
 
 log = logging.getLogger(__name__)
@@ -24,9 +25,10 @@ ATTRIBUTION = Attribution(name="FunAudioLLM CosyVoice", url="https://github.com/
 
 
 class WyomingDoor:
-    def __init__(self, speech: SpeechService, user: str, version: str):
+    def __init__(self, speech: SpeechService, user: str, version: str, shared: bool):
         self.speech = speech
         self.user = user
+        self.shared = shared  # without API keys the shared library's voices are everybody's
         self.version = version
         self.sessions: set[asyncio.Task] = set()  # the connections' tasks, waited for at shutdown
 
@@ -35,14 +37,13 @@ class WyomingDoor:
 
     async def voices(self) -> list[tuple[str, bool]]:
         """(name, built-in) of every voice this door may speak with: the user's first, as a request finds them."""
-        voices = self.speech.voices
-        found = [(name, True) for name in voices.builtin_ids()]
-        owners = [self.user] if self.user else []
-        if voices.shared:
+        found = [(name, True) for name in self.speech.voices.builtin_ids()]
+        owners = [VoiceName(self.user)] if self.user else []
+        if self.shared:
             owners.append(None)
         for owner in owners:
             try:
-                found += [(name, False) for name in await voices.names(owner)]
+                found += [(name, False) for name in (await self.speech.available_voices(owner))[1]]
             except DomainError as exc:  # storage down: the built-ins still speak
                 log.warning("Wyoming: the voices of %s are not listed: %s", owner or "the shared library", exc)
         unique = dict.fromkeys(name for name, _ in found)
@@ -108,7 +109,7 @@ class WyomingServer:
             await asyncio.wait(list(self.door.sessions), timeout=grace)
 
 
-async def start(speech: SpeechService, host: str, port: int, user: str, version: str) -> WyomingServer:
-    server = WyomingServer(WyomingDoor(speech, user, version), host, port)
+async def start(speech: SpeechService, host: str, port: int, user: str, version: str, shared: bool) -> WyomingServer:
+    server = WyomingServer(WyomingDoor(speech, user, version, shared), host, port)
     await server.start()
     return server

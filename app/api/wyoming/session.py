@@ -27,12 +27,12 @@ from wyoming.server import AsyncEventHandler
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
 from app.api.wyoming.events import Malformed, read_event
+from app.core.audio_stream import AudioStream
+from app.core.engine import Mode
 from app.core.errors import DomainError, Invalid, Missing
 from app.core.formats import FORMATS, AudioOutput
 from app.core.speech import SpeechRequest
-from app.core.speech_task import SpeechTask
-from app.core.synthesis import AudioStream
-from app.engines.base import Mode
+from app.core.speech_task import Audio, Failed, SentenceBegins, SentenceEnds, SpeechTask, Stalled
 
 log = logging.getLogger(__name__)
 
@@ -207,20 +207,37 @@ class Session(AsyncEventHandler):
         if self._stream_chars > MAX_STREAM_CHARS:
             await self._close_stream()
             raise Invalid("text", f"the stream's text passed {MAX_STREAM_CHARS} characters; it is not spoken")
-        for sentence in self._task.sentences(text, flush):
-            try:
-                await self._send_audio(await self._task.speak(sentence, self._is_gone))
-            except DomainError:
+        self._task.add(text, flush)
+        await self._speak_ready()
+
+    async def _speak_ready(self) -> None:
+        """Speak the sentences the stream's text has completed, each as audio-start, chunks, audio-stop."""
+        rate, started = self.door.speech.engine.sample_rate, False
+        async for event in self._task.events(self._is_gone, wait=False):
+            if isinstance(event, SentenceBegins):
+                started = False
+            elif isinstance(event, Audio | SentenceEnds) and not started:
+                await self._send(AudioStart(rate=rate, width=2, channels=1).event())
+                started = True
+            if isinstance(event, Audio) and event.data:
+                await self._send(AudioChunk(rate=rate, width=2, channels=1, audio=event.data).event())
+            elif isinstance(event, SentenceEnds):
+                await self._send(AudioStop().event())
+            elif isinstance(event, Failed):
                 await self._close_stream()  # the rest of the stream is not spoken either
-                raise
+                if started:
+                    raise AudioCut() from event.error
+                raise event.error
+            elif isinstance(event, Stalled):  # the client left, or read nothing for the stall timeout
+                raise ConnectionError("the client stopped reading")
 
     async def _stop_stream(self) -> None:
         if not self._streaming:
             raise Invalid(None, "synthesize-stop outside a stream: send synthesize-start first")
         try:
-            await self._stream_text("", flush=True)
             if self._task is not None:
-                await self._task.finish()  # raw PCM: nothing is left in the encoder
+                self._task.end()
+                await self._speak_ready()  # the last sentence (raw PCM: the encoder keeps nothing back)
         finally:
             await self._close_stream()
             self._streaming = False

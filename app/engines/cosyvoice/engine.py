@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from app.core.audio import PromptAudio
+from app.core.engine import MODE_LABELS, Mode, SynthesisRequest, VoiceRejected
 from app.core.errors import EngineFailure, Invalid
 from app.core.text import split_sentences
-from app.engines.base import MODE_LABELS, Mode, SynthesisRequest, VoiceRejected
 from app.engines.cosyvoice.llm import LMFailure, LMInput
 from app.engines.cosyvoice.pipeline import BatchOptions, Generators, Pipeline, StreamOptions, Utterance
 from app.engines.cosyvoice.upstream import (

@@ -1,4 +1,5 @@
-"""What every speech engine offers the service. Engines know nothing of HTTP, storage or users."""
+"""The engine protocol the core drives, and what a request to it holds. Engines know nothing of HTTP, storage
+or users; they implement this and import it, never the reverse."""
 
 import threading
 from collections.abc import Iterator
