@@ -203,12 +203,12 @@ class Settings(BaseSettings):
 
     openai_voices: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_OPENAI_VOICES),
-        description="JSON object: OpenAI voice name (any string a client sends as `voice`) -> a voice of this "
+        description="OpenAI voice name (any string a client sends as `voice`) -> a voice of this "
         "server (built-in or cloned; names checked at start-up). It replaces the default.",
     )
     dashscope_voices: dict[str, str] = Field(
         default_factory=lambda: dict(DEFAULT_DASHSCOPE_VOICES),
-        description="JSON object: DashScope voice name -> a voice of this server (names checked at start-up). "
+        description="DashScope voice name -> a voice of this server (names checked at start-up). "
         "It replaces the default.",
     )
     dashscope_idle_seconds: float = Field(
