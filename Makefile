@@ -50,13 +50,18 @@ ENGINE_INSTALL := $(if $(or $(filter cosyvoice,$(ENGINE)),$(and $(filter auto,$(
 run: install $(ENGINE_INSTALL)
 	$(WITH_UPSTREAM) COSYVOICE_ENGINE=$(ENGINE) $(BIN)/python -m app.server --host $(HOST) --port $(PORT)
 
-# No Docker engine in CI: the container files are checked with hadolint (a PyPI wheel of its binary)
+# No Docker engine in CI: the container files are checked with hadolint (a PyPI wheel of its binary).
+# The docs: docs/settings.md is what app/config.py gives, the README's links lead somewhere, and the MkDocs site
+# builds with no broken link or anchor (into site/, which git ignores).
 lint: install
 	$(BIN)/ruff check app tests scripts
 	$(BIN)/ruff format --check app tests scripts
 	$(BIN)/hadolint --failure-threshold warning Dockerfile
 	@grep -qx "ARG COSYVOICE_COMMIT=$(COSYVOICE_COMMIT)" Dockerfile \
 		|| { echo "the Dockerfile's COSYVOICE_COMMIT is not the Makefile's" >&2; exit 1; }
+	$(BIN)/python scripts/settings_reference.py --check
+	$(BIN)/python scripts/check_readme_links.py
+	$(BIN)/mkdocs build --strict --quiet --site-dir site
 
 # The web page's test drives Debian's Chromium (never a browser a test tool downloads): installed when missing
 # and this user may (root, or sudo without a password); otherwise the test fails and says how to install it.
@@ -108,4 +113,4 @@ gpu-bundle: install-cosyvoice
 	$(WITH_UPSTREAM) bash scripts/gpu_bundle.sh $(VENV)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache data
+	rm -rf $(VENV) .pytest_cache .ruff_cache data site
