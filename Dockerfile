@@ -110,7 +110,7 @@ RUN python -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. app/api/r
     && COSYVOICE_COMMIT="${COSYVOICE_COMMIT}" COSYVOICE_SRC=/opt/cosyvoice bash scripts/use_upstream.sh /opt/venv \
     && rm -rf /tmp/build-cache /root/.cache
 
-# The service's settings (COSYVOICE_*, README "Configuration"); anything here can be overridden with -e.
+# The service's settings (COSYVOICE_*, docs/settings.md); anything here can be overridden with -e.
 # Caches (espeak-ng's data copy, numba's, matplotlib's) live in the volume, built once.
 ENV COSYVOICE_DATA_DIR=/data \
     COSYVOICE_MODEL_DIR=/models/CosyVoice2-0.5B \

@@ -164,7 +164,11 @@ class Settings(BaseSettings):
         description="A stream whose client stays connected but reads nothing for this long is closed, freeing "
         "its slot.",
     )
-    mp3_bitrate_kbps: Literal[32, 48, 64, 96, 128, 160, 192] = Field(64, description="The MP3 bitrate, in kbps.")
+    mp3_bitrate_kbps: Literal[32, 48, 64, 96, 128, 160, 192] = Field(
+        64,
+        description="The bitrate of compressed audio on every door, in kbps: MP3's, and opus' and AAC's where a "
+        "request names none.",
+    )
 
     # Storage of users' voices and prompts: a local folder (default) or Alibaba Cloud OSS
     storage: Literal["local", "oss"] = Field(

@@ -39,7 +39,7 @@ class SeedError(BaseModel):
 
 
 ERRORS = {
-    "4XX": {"model": SeedError, "description": "the request cannot be served as sent (see Errors in the README)"},
+    "4XX": {"model": SeedError, "description": "the request cannot be served as sent (docs/errors.md)"},
     "5XX": {"model": SeedError, "description": "the engine or the storage failed, or every slot stayed busy"},
 }
 

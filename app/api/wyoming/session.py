@@ -8,10 +8,11 @@ sentence is spoken.
   sentence spoken as soon as it is complete, as ``audio-start``/``audio-chunk``s/``audio-stop``, then
   ``synthesize-stopped``. The ``synthesize`` a client sends inside a stream (for servers without streaming) is
   ignored, as Wyoming asks.
-- A request the core refuses (an unknown voice, empty text, every slot busy) is an ``error`` event and the
-  connection stays open; a failure in the middle of a sentence's audio is an ``error`` and the connection closes
-  (a client waiting for that audio's ``audio-stop`` would otherwise wait for ever). Bytes that are not events:
-  an ``error``, then the connection closes.
+- A one-shot ``synthesize`` the core refuses (an unknown voice, empty text, every slot busy) is an ``error``
+  event, then the connection closes (Home Assistant reads up to ``audio-stop`` or the close); inside a stream
+  the ``error`` ends the stream's speech and the connection stays open. A failure in the middle of a sentence's
+  audio is an ``error`` and the connection closes (a client waiting for that audio's ``audio-stop`` would
+  otherwise wait for ever). Bytes that are not events: an ``error``, then the connection closes.
 """
 
 import asyncio
