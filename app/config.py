@@ -166,8 +166,8 @@ class Settings(BaseSettings):
     )
     mp3_bitrate_kbps: Literal[32, 48, 64, 96, 128, 160, 192] = Field(
         64,
-        description="The bitrate of compressed audio on every door, in kbps: MP3's, and opus' and AAC's where a "
-        "request names none.",
+        description="The MP3 bitrate on every door, in kbps; also opus' and AAC's on the doors whose requests "
+        "name no bitrate (DashScope's opus has its own bit_rate, 32 by default).",
     )
 
     # Storage of users' voices and prompts: a local folder (default) or Alibaba Cloud OSS

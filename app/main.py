@@ -41,11 +41,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     keys = ApiKeys(settings.api_keys_file) if settings.api_keys_file else None  # a bad file stops the start here
     metrics = metrics_door.Metrics()
     limits = Limits(
-        settings.max_text_chars,
-        settings.max_prompt_text_chars,
-        settings.prompt_min_seconds,
-        settings.prompt_max_seconds,
-        settings.mp3_bitrate_kbps,
+        max_text_chars=settings.max_text_chars,
+        max_prompt_text_chars=settings.max_prompt_text_chars,
+        prompt_min_seconds=settings.prompt_min_seconds,
+        prompt_max_seconds=settings.prompt_max_seconds,
     )
 
     @asynccontextmanager
@@ -65,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         library = VoiceLibrary(loaded.voices_dir, loaded.engine)
         # with API keys every request acts for a user, who sees the built-ins and their own voices only
         voice_store = Voices(limits, loaded.engine, library, users, synthesizer, shared=keys is None)
-        app.state.speech = SpeechService(loaded.engine, voice_store, synthesizer, limits)
+        app.state.speech = SpeechService(loaded.engine, voice_store, synthesizer, limits, settings.mp3_bitrate_kbps)
         app.state.engine_reason = loaded.reason
         metrics.speech = app.state.speech
         grpc = home_assistant = None

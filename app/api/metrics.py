@@ -98,11 +98,11 @@ class Metrics:
             **into,
         )
         active = Gauge("cosyvoice_syntheses_active", "Syntheses holding an engine slot", **into)
-        active.set_function(lambda: self.speech.status()["active_syntheses"] if self.speech else 0)
+        active.set_function(lambda: self.speech.load()[0] if self.speech else 0)
         queued = Gauge("cosyvoice_syntheses_queued", "Requests waiting for an engine slot", **into)
-        queued.set_function(lambda: self.speech.status()["queued_syntheses"] if self.speech else 0)
+        queued.set_function(lambda: self.speech.load()[1] if self.speech else 0)
         voices = Gauge("cosyvoice_voices", "Voices: built-in, and cloned in the shared library", ["kind"], **into)
-        voices.labels("builtin").set_function(lambda: self.speech.status()["builtin_voices"] if self.speech else 0)
+        voices.labels("builtin").set_function(lambda: len(self.speech.builtin_voices()) if self.speech else 0)
         voices.labels("shared").set_function(lambda: self.speech.shared_voice_count() if self.speech else 0)
 
     # -- the core's observer ------------------------------------------------------------------

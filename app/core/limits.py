@@ -9,4 +9,3 @@ class Limits:
     max_prompt_text_chars: int = 1000
     prompt_min_seconds: float = 1.0
     prompt_max_seconds: float = 30.0
-    mp3_bitrate_kbps: int = 64  # the bitrate of every door's compressed audio, unless the request names one

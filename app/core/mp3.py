@@ -96,6 +96,8 @@ class Mp3Encoder:
         return self._emit(bytes(self._lame.encode(to_int16(chunk).tobytes())), final=False)
 
     def flush(self) -> bytes:
+        if self._samples == 0:  # nothing was spoken (a task whose text had nothing to say): an empty stream
+            return b""
         return self._emit(bytes(self._lame.flush()), final=True)
 
     def close(self) -> None:

@@ -63,11 +63,14 @@ class Prepared:
 
 
 class SpeechService:
-    def __init__(self, engine: SpeechEngine, voices: Voices, synthesizer: Synthesizer, limits: Limits):
+    def __init__(
+        self, engine: SpeechEngine, voices: Voices, synthesizer: Synthesizer, limits: Limits, mp3_bitrate_kbps: int = 64
+    ):
         self.engine = engine
         self.voices = voices
         self.synthesizer = synthesizer
         self.limits = limits
+        self.mp3_bitrate_kbps = mp3_bitrate_kbps  # every door's compressed audio, unless a request names a bitrate
 
     async def synthesize(
         self, request: SpeechRequest, output: AudioOutput, is_disconnected: Disconnected = None
@@ -81,11 +84,19 @@ class SpeechService:
 
     def encoder(self, output: AudioOutput, tempo: float = 1.0) -> Encoder:
         """A fresh encoder for one response, at the service's bitrate unless the output names one."""
-        return output.encoder(self.engine.sample_rate, tempo, self.limits.mp3_bitrate_kbps)
+        return output.encoder(self.engine.sample_rate, tempo, self.mp3_bitrate_kbps)
+
+    def builtin_voices(self) -> list[str]:
+        return self.voices.builtin_ids()
 
     async def available_voices(self, user: VoiceName | None) -> tuple[list[str], list[str]]:
-        """(built-in, cloned) names a caller may use; the cloned: the user's own (no user: the shared library's)."""
+        """(built-in, cloned) names a caller may use; the cloned are the user's own, or without a user the shared
+        library's (``Missing`` user when API keys make the shared library nobody's)."""
         return self.voices.builtin_ids(), await self.voices.names(user)
+
+    def load(self) -> tuple[int, int]:
+        """(syntheses holding a slot, requests waiting for one), for the metrics."""
+        return self.synthesizer.active, self.synthesizer.waiting
 
     async def check_prompt(self, data: bytes, prompt_text: str = "") -> PromptReport:
         """Every problem of a prompt before it is saved, by cloning's own thresholds."""
@@ -145,9 +156,9 @@ class SpeechService:
         raise Missing("prompt_audio", f"{label} needs prompt audio (a file or base64) or the name of a cloned voice")
 
     async def _stored(self, ref: VoiceRef) -> Voice:
-        """The stored voice a request names (the user's own first), or the server's voice its name stands for:
-        one storage round trip at most (the user's store is asked for what the alias stands for only when the
-        server has no voice of that name)."""
+        """The stored voice a request names (the user's own first), or the server's voice its name stands for.
+        What an alias stands for is looked up among the server's voices first, so a mapped name whose voice is a
+        built-in costs one storage lookup (the user's own voice of that name), not two."""
         user = _user(ref)
         if not ref.alias or name_problem(ref.name) is None:  # an alias may be any string, e.g. "My Voice"
             try:

@@ -140,11 +140,13 @@ class Voices:
         """A stored voice: the user's own first (when a user is given), then, unless ``user_only``, the shared ones
         (only the built-ins when the server uses API keys). ``server_first``: the server's own voices before the
         user's (what a mapped name stands for), so that a built-in costs no storage round trip."""
-        if server_first and (name in self.library.builtin_ids() or self.shared):
+        if server_first and not user_only and (name in self.library.builtin_ids() or self.shared):
             try:
                 return await self._run(None, self.library.get, name)
             except NotFound:
-                pass
+                if user is None:
+                    raise
+                return await self._run(user, self.store(user).get, name)
         not_theirs = None
         if user is not None:
             try:

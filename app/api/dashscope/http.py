@@ -4,6 +4,7 @@
 each sentence's audio (base64) as it is synthesized, then the URL of the whole."""
 
 import base64
+import contextlib
 import json
 import logging
 import uuid
@@ -100,20 +101,21 @@ async def _events(speech, http: Request, params: SynthesisInput, request_id: str
     async def events():
         number, audio_id, whole = 0, str(uuid.uuid4()), bytearray()
         try:
-            async for event in task.events(http.is_disconnected):
-                if isinstance(event, Audio):  # the tail too: the SDK joins only sentence events' audio
-                    whole.extend(event.data)
-                    number += 1
-                    audio = {"data": base64.b64encode(event.data).decode(), "id": audio_id}
-                    piece = {"type": "sentence-synthesis", "sentence": {"index": event.index}, "audio": audio}
-                    yield _event(number, {"request_id": request_id, "output": piece, "usage": None})
-                elif isinstance(event, Done):
-                    audio = _audio(http, bytes(whole), output.format.media_type)
-                    final = {"request_id": request_id, "output": {"finish_reason": "stop", "audio": audio}}
-                    yield _event(number + 1, {**final, "usage": usage})
-                elif isinstance(event, Failed):
-                    said = DOOR.domain(event.error, {})
-                    yield _event(number + 1, error_body(said.code, said.message, request_id), said.status)
+            async with contextlib.aclosing(task.events(http.is_disconnected)) as task_events:
+                async for event in task_events:
+                    if isinstance(event, Audio):  # the tail too: the SDK joins only sentence events' audio
+                        whole.extend(event.data)
+                        number += 1
+                        audio = {"data": base64.b64encode(event.data).decode(), "id": audio_id}
+                        piece = {"type": "sentence-synthesis", "sentence": {"index": event.index}, "audio": audio}
+                        yield _event(number, {"request_id": request_id, "output": piece, "usage": None})
+                    elif isinstance(event, Done):
+                        audio = _audio(http, bytes(whole), output.format.media_type)
+                        final = {"request_id": request_id, "output": {"finish_reason": "stop", "audio": audio}}
+                        yield _event(number + 1, {**final, "usage": usage})
+                    elif isinstance(event, Failed):
+                        said = DOOR.domain(event.error, {})
+                        yield _event(number + 1, error_body(said.code, said.message, request_id), said.status)
         except Exception:  # noqa: BLE001 - the answer has begun: end it with an error event
             log.exception("DashScope HTTP synthesis failed")
             message = "synthesis failed; the server log has the details"

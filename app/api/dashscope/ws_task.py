@@ -15,7 +15,16 @@ from app.api.dashscope.models import RunPayload, billed_characters
 from app.api.dashscope.requests import speech_request, task_output
 from app.api.deps import caller_user, settings_of
 from app.core.errors import DomainError
-from app.core.speech_task import Audio, Done, Failed, SentenceBegins, SentenceEnds, SpeechTask, Stalled
+from app.core.speech_task import (
+    Audio,
+    Done,
+    Failed,
+    SentenceBegins,
+    SentenceEnds,
+    SpeechTask,
+    Stalled,
+    TaskEvent,
+)
 
 if TYPE_CHECKING:
     from app.api.dashscope.ws import Connection
@@ -38,7 +47,8 @@ class Task:
     def __init__(self, connection: "Connection", task_id: str, run: RunPayload):
         self.connection, self.task_id, self.run = connection, task_id, run
         self.speech_task: SpeechTask | None = None
-        self.received = 0
+        self.received = 0  # characters of text received
+        self.characters = 0  # characters spoken, as DashScope bills them
         self.finishing = False
         self.ended = False  # its terminal event is decided (task-finished or task-failed)
         self._speaker: asyncio.Task | None = None
@@ -76,36 +86,40 @@ class Task:
 
     async def _speak(self) -> None:
         """The task's events, rendered as DashScope's, until it ends."""
-        send, task_id, characters = self.connection.send_event, self.task_id, 0
         try:
-            async for event in self.speech_task.events(self._gone):
-                if isinstance(event, SentenceBegins):
-                    characters += billed_characters(event.text)
-                    await send(task_id, "result-generated", {"output": {"type": "sentence-begin", **_sentence(event)}})
-                elif isinstance(event, Audio):
-                    output = {"type": "sentence-synthesis"}
-                    if not event.tail:
-                        output["sentence"] = {"index": event.index, "words": []}
-                    await self.connection.send_audio(task_id, {"output": output}, event.data)
-                elif isinstance(event, SentenceEnds):
-                    output = {"type": "sentence-end", **_sentence(event)}
-                    await send(task_id, "result-generated", {"output": output, "usage": {"characters": characters}})
-                elif isinstance(event, Done):
-                    self.ended = True  # from here a bad frame cannot add a task-failed to the task-finished
-                    await send(task_id, "task-finished", {"output": {}, "usage": {"characters": characters}})
-                    self._done()
-                elif isinstance(event, Failed):
-                    await self.fail(*_code(event.error))
-                elif isinstance(event, Stalled) and not await self._gone():  # connected, but it read nothing
-                    await self.fail("RequestTimeOut", "the client read no audio for too long")
+            async with contextlib.aclosing(self.speech_task.events(self._gone)) as events:
+                async for event in events:
+                    await self._render(event)
         except WebSocketDisconnect:
-            log.debug("task %s: the client left", task_id)
+            log.debug("task %s: the client left", self.task_id)
         except Exception as exc:  # noqa: BLE001 - every task must end with an event, or the SDK waits for ever
             if isinstance(exc, RuntimeError) and await self._gone():  # Starlette: a send after the close
-                log.debug("task %s: the client left (%r)", task_id, exc)
+                log.debug("task %s: the client left (%r)", self.task_id, exc)
                 return
-            log.exception("task %s failed", task_id)
+            log.exception("task %s failed", self.task_id)
             await self.fail("InternalError", INTERNAL)
+
+    async def _render(self, event: TaskEvent) -> None:
+        send, task_id = self.connection.send_event, self.task_id
+        if isinstance(event, SentenceBegins):
+            self.characters += billed_characters(event.text)
+            await send(task_id, "result-generated", {"output": {"type": "sentence-begin", **_sentence(event)}})
+        elif isinstance(event, Audio):
+            output = {"type": "sentence-synthesis"}
+            if not event.tail:
+                output["sentence"] = {"index": event.index, "words": []}
+            await self.connection.send_audio(task_id, {"output": output}, event.data)
+        elif isinstance(event, SentenceEnds):
+            output = {"type": "sentence-end", **_sentence(event)}
+            await send(task_id, "result-generated", {"output": output, "usage": {"characters": self.characters}})
+        elif isinstance(event, Done):
+            self.ended = True  # from here a bad frame cannot add a task-failed to the task-finished
+            await send(task_id, "task-finished", {"output": {}, "usage": {"characters": self.characters}})
+            self._done()
+        elif isinstance(event, Failed):
+            await self.fail(*_code(event.error))
+        elif isinstance(event, Stalled) and not await self._gone():  # connected, but it read nothing
+            await self.fail("RequestTimeOut", "the client read no audio for too long")
 
     async def _gone(self) -> bool:
         ws = self.connection.ws
@@ -131,8 +145,9 @@ class Task:
             self.ended = True
             self.connection.failed.append(self.task_id)
         self._done()
-        speaker, self._speaker = self._speaker, None
-        if speaker is not None and speaker is not asyncio.current_task():
+        speaker = self._speaker
+        if speaker is not None and speaker is not asyncio.current_task():  # the speaker ending it runs on
+            self._speaker = None
             while not speaker.done():  # Python 3.11's wait_for can swallow one cancellation: ask until it ends
                 speaker.cancel()
                 await asyncio.wait([speaker], timeout=1.0)  # its own failures were answered or logged

@@ -56,7 +56,7 @@ async def list_voices(speech: Speech, config: Config, http: Request) -> VoiceLis
     """The cloned voices in OpenAI's shape (``data``: with API keys, the key user's), and every voice a request may
     name in ``voices`` (Open WebUI's shape). Without a key on a server that uses keys: the built-ins only."""
     if anonymous(http):
-        return VoiceList(data=[], voices=choices(speech.voices.builtin_ids(), [], config.openai_voices))
+        return VoiceList(data=[], voices=choices(speech.builtin_voices(), [], config.openai_voices))
     owner = voice_owner(http)
     builtin, cloned = await speech.available_voices(owner)
     data = [await _voice(speech, VoiceName(name), owner) for name in cloned]

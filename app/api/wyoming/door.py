@@ -37,7 +37,7 @@ class WyomingDoor:
 
     async def voices(self) -> list[tuple[str, bool]]:
         """(name, built-in) of every voice this door may speak with: the user's first, as a request finds them."""
-        found = [(name, True) for name in self.speech.voices.builtin_ids()]
+        found = [(name, True) for name in self.speech.builtin_voices()]
         owners = [VoiceName(self.user)] if self.user else []
         if self.shared:
             owners.append(None)

@@ -16,6 +16,7 @@ sentence is spoken.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -33,7 +34,7 @@ from app.core.engine import Mode
 from app.core.errors import DomainError, Invalid, Missing
 from app.core.formats import FORMATS, AudioOutput
 from app.core.speech import SpeechRequest
-from app.core.speech_task import Audio, Failed, SentenceBegins, SentenceEnds, SpeechTask, Stalled
+from app.core.speech_task import Audio, Failed, SentenceEnds, SpeechTask, Stalled
 
 log = logging.getLogger(__name__)
 
@@ -214,23 +215,23 @@ class Session(AsyncEventHandler):
     async def _speak_ready(self) -> None:
         """Speak the sentences the stream's text has completed, each as audio-start, chunks, audio-stop."""
         rate, started = self.door.speech.engine.sample_rate, False
-        async for event in self._task.events(self._is_gone, wait=False):
-            if isinstance(event, SentenceBegins):
-                started = False
-            elif isinstance(event, Audio | SentenceEnds) and not started:
-                await self._send(AudioStart(rate=rate, width=2, channels=1).event())
-                started = True
-            if isinstance(event, Audio) and event.data:
-                await self._send(AudioChunk(rate=rate, width=2, channels=1, audio=event.data).event())
-            elif isinstance(event, SentenceEnds):
-                await self._send(AudioStop().event())
-            elif isinstance(event, Failed):
-                await self._close_stream()  # the rest of the stream is not spoken either
-                if started:
-                    raise AudioCut() from event.error
-                raise event.error
-            elif isinstance(event, Stalled):  # the client left, or read nothing for the stall timeout
-                raise ConnectionError("the client stopped reading")
+        async with contextlib.aclosing(self._task.events(self._is_gone, wait=False)) as events:
+            async for event in events:
+                if isinstance(event, Audio | SentenceEnds) and not started:
+                    await self._send(AudioStart(rate=rate, width=2, channels=1).event())
+                    started = True
+                if isinstance(event, Audio) and event.data:
+                    await self._send(AudioChunk(rate=rate, width=2, channels=1, audio=event.data).event())
+                if isinstance(event, SentenceEnds) or (isinstance(event, Audio) and event.tail):
+                    await self._send(AudioStop().event())  # a tail (none in raw PCM) is a piece of its own
+                    started = False
+                elif isinstance(event, Failed):
+                    await self._close_stream()  # the rest of the stream is not spoken either
+                    if started:
+                        raise AudioCut() from event.error
+                    raise event.error
+                elif isinstance(event, Stalled):  # the client left, or read nothing for the stall timeout
+                    raise ConnectionError("the client stopped reading")
 
     async def _stop_stream(self) -> None:
         if not self._streaming:
