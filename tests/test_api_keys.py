@@ -17,9 +17,12 @@ from dashscope.audio.tts_v2 import SpeechSynthesizer, VoiceEnrollmentService
 from app.api.keys import KeyFileError
 from app.config import Settings
 from app.main import create_app
-from tests.audio_utils import decode, decode_pcm
-from tests.conftest import EN_PROMPT, live_server, logged
-from tests.grpc_support import OUR_PROTO, call, free_port, generate_stubs
+from tests.support.audio import decode, decode_pcm
+from tests.support.logs import logged
+from tests.support.ports import free_port
+from tests.support.server import live_server
+from tests.support.speech import EN_PROMPT
+from tests.support.upstream_grpc import OUR_PROTO, call, generate_stubs
 
 ALICE, BOB = "sk-alice-" + secrets.token_hex(12), "sk-bob-" + secrets.token_hex(12)
 

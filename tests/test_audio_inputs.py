@@ -8,8 +8,10 @@ import pytest
 
 from app.config import Settings
 from app.core.audio import WIDE_RATE, prepare_prompt
-from tests.audio_utils import FORMATS, decode, encode, tone, wav
-from tests.conftest import EN_PROMPT, clone, error_of, running
+from tests.support.audio import FORMATS, decode, encode, tone, wav
+from tests.support.doors import clone, error_of
+from tests.support.server import running
+from tests.support.speech import EN_PROMPT
 
 
 @pytest.fixture(scope="module")

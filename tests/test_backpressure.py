@@ -15,9 +15,10 @@ import pytest
 import requests
 from dashscope.audio.tts_v2 import SpeechSynthesizer
 
-from tests.conftest import live_server
-from tests.grpc_support import OUR_PROTO, call, free_port, generate_stubs
-from tests.test_streaming import SENTENCE, long_settings
+from tests.support.ports import free_port
+from tests.support.server import live_server, long_settings
+from tests.support.speech import SENTENCE
+from tests.support.upstream_grpc import OUR_PROTO, call, generate_stubs
 
 dashscope.api_key = "not-checked"
 

@@ -13,9 +13,9 @@ import pytest
 import requests
 
 from app.config import Settings
-from tests.audio_utils import decode, decode_pcm
-from tests.browser import other_name, page_origin
-from tests.conftest import live_server
+from tests.support.audio import decode, decode_pcm
+from tests.support.browser import other_name, page_origin
+from tests.support.server import live_server
 
 KEY = "sk-webui-" + secrets.token_hex(12)
 

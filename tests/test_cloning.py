@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from app.core import prosody
-from tests.audio_utils import decode, tone, wav
-from tests.conftest import EN_PROMPT, ENGINE_RATE, clone, spoken
+from tests.support.audio import decode, tone, wav
+from tests.support.doors import clone
+from tests.support.speech import EN_PROMPT, ENGINE_RATE, spoken
 
 TEXT = "Please read this sentence aloud, slowly and clearly, for everyone in the room."
 

@@ -6,9 +6,9 @@ import secrets
 import pytest
 
 from app.config import Settings
-from tests.audio_utils import decode
-from tests.browser import other_name, page_origin
-from tests.conftest import live_server, running
+from tests.support.audio import decode
+from tests.support.browser import other_name, page_origin
+from tests.support.server import live_server, running
 
 PAGE_ORIGIN = "http://localhost:5173"  # a front-end's dev server beside this one
 KEY = "sk-page-" + secrets.token_hex(12)

@@ -12,27 +12,13 @@ import pytest
 import torch
 
 from app.core.engine import Mode, SynthesisRequest
-from tests.audio_utils import decode, decode_pcm
-from tests.conftest import EN_PROMPT, clone, error_of, running
+from tests.support.audio import audible, decode_pcm
+from tests.support.doors import clone, error_of
+from tests.support.server import running
+from tests.support.speech import EN_PROMPT, ENGINE_RATE, TWO_SENTENCES, ZH_TEXT
 
-RATE = 24000
-TEXT = "你好，欢迎使用语音合成服务。"
 MARK = "<|endofprompt|>"
 LOG_MEL_FLOOR = float(np.log(1e-5))  # matcha's mel_spectrogram clamps at 1e-5
-# upstream's splitter merges sentences up to 80 units (Chinese characters, or tokens: here UTF-8 bytes)
-TWO_SENTENCES = (
-    "The weather is lovely today, so we will walk to the park after lunch. "
-    "Tomorrow we must get up early for work, so we will go to bed early tonight."
-)
-
-
-def audio(response):
-    assert response.status_code == 200, response.text
-    decoded = decode(response.content)
-    assert decoded.rate == RATE
-    assert decoded.seconds > 0.2
-    assert np.isfinite(decoded.samples).all() and decoded.rms > 1e-4
-    return decoded
 
 
 def b64(prompt: bytes) -> str:
@@ -41,17 +27,17 @@ def b64(prompt: bytes) -> str:
 
 def test_health_names_the_engine_and_its_speakers(cv, lane):
     health = cv.get("/health").json()
-    assert health["engine"] == "cosyvoice" and health["sample_rate"] == RATE
+    assert health["engine"] == "cosyvoice" and health["sample_rate"] == ENGINE_RATE
     assert health["engine_model"].startswith(f"CosyVoice{lane.generation} from ")
     assert {"中文女", "英文男"} <= set(cv.get("/get_available_spks").json()["builtin"])
 
 
 def _endpoint_calls(prompt: bytes) -> dict:
     upload = {"prompt_audio": ("p.wav", prompt, "audio/wav")}
-    cloned = {"tts_text": TEXT, "spk_id": "guide"}
-    with_transcript = {"tts_text": TEXT, "prompt_text": EN_PROMPT}
+    cloned = {"tts_text": ZH_TEXT, "spk_id": "guide"}
+    with_transcript = {"tts_text": ZH_TEXT, "prompt_text": EN_PROMPT}
     return {
-        "tts builtin": ("/tts", {"json": {"tts_text": TEXT, "spk_id": "中文女"}}),
+        "tts builtin": ("/tts", {"json": {"tts_text": ZH_TEXT, "spk_id": "中文女"}}),
         "tts cloned": ("/tts", {"json": cloned}),
         "zero_shot upload": ("/tts/zero_shot", {"data": with_transcript, "files": upload}),
         "zero_shot base64": ("/tts/zero_shot", {"json": with_transcript | {"prompt_audio_base64": b64(prompt)}}),
@@ -59,7 +45,10 @@ def _endpoint_calls(prompt: bytes) -> dict:
         "cross_lingual upload": ("/tts/cross_lingual", {"data": {"tts_text": "Hello, my friend."}, "files": upload}),
         "cross_lingual cloned": ("/tts/cross_lingual", {"json": cloned | {"tts_text": "Hello there."}}),
         "instruct cloned": ("/tts/instruct", {"json": cloned | {"instruct_text": "用开心的语气说"}}),
-        "instruct upload": ("/tts/instruct", {"data": {"tts_text": TEXT, "instruct_text": "Slowly."}, "files": upload}),
+        "instruct upload": (
+            "/tts/instruct",
+            {"data": {"tts_text": ZH_TEXT, "instruct_text": "Slowly."}, "files": upload},
+        ),
     }
 
 
@@ -70,11 +59,11 @@ def test_every_synthesis_endpoint_and_mode(cv, male_prompt, stream):
         form = "json" if "json" in request else "data"
         response = cv.post(path, **request | {form: request[form] | {"stream": stream}})
         assert response.headers.get("content-type") == "audio/mpeg", (name, response.text)
-        audio(response)
+        audible(response)
     for speaker in ("中文女", "guide"):
-        response = cv.post("/tts/pcm", json={"tts_text": TEXT, "spk_id": speaker, "stream": stream})
-        assert response.headers["x-sample-rate"] == str(RATE)
-        assert decode_pcm(response.content, RATE).seconds > 0.2
+        response = cv.post("/tts/pcm", json={"tts_text": ZH_TEXT, "spk_id": speaker, "stream": stream})
+        assert response.headers["x-sample-rate"] == str(ENGINE_RATE)
+        assert decode_pcm(response.content, ENGINE_RATE).seconds > 0.2
 
 
 def test_voices_and_the_seed_storage_fields(cv_settings, cv, male_prompt):
@@ -83,18 +72,18 @@ def test_voices_and_the_seed_storage_fields(cv_settings, cv, male_prompt):
     prompts = cv_settings.data_dir / "storage" / "carol" / "prompts"
     prompts.mkdir(parents=True)
     (prompts / "ref.wav").write_bytes(male_prompt)
-    body = {"mode": "3s极速复刻", "tts_text": TEXT, "prompt_text": EN_PROMPT, "prompt_speech_16k": "prompts/ref.wav"}
-    audio(cv.post("/generate_audio", json=body | {"user_id": "carol", "exp_name": "exp1", "stream": "False"}))
+    body = {"mode": "3s极速复刻", "tts_text": ZH_TEXT, "prompt_text": EN_PROMPT, "prompt_speech_16k": "prompts/ref.wav"}
+    audible(cv.post("/generate_audio", json=body | {"user_id": "carol", "exp_name": "exp1", "stream": "False"}))
     assert (cv_settings.data_dir / "storage" / "carol" / "model" / "cosyvoice" / "exp1.pt").is_file()
     for mode in ("预训练音色", "3s极速复刻", "跨语种复刻", "自然语言控制"):
-        body = {"mode": mode, "tts_text": TEXT, "spk_customize": "exp1", "user_id": "carol", "prompt_text": "慢一点"}
-        audio(cv.post("/generate_audio", json=body))
+        body = {"mode": mode, "tts_text": ZH_TEXT, "spk_customize": "exp1", "user_id": "carol", "prompt_text": "慢一点"}
+        audible(cv.post("/generate_audio", json=body))
     assert clone(cv, "temp", male_prompt).status_code == 200
     described = cv.get("/voices/temp").json()
     assert described["kind"] == "zero_shot" and described["prompt_seconds"] > 3
     assert cv.delete("/voices/temp").status_code == 200
     assert "temp" not in cv.get("/get_available_spks").json()["cloned"]
-    response = cv.post("/tts", json={"tts_text": TEXT, "spk_id": "temp"})
+    response = cv.post("/tts", json={"tts_text": ZH_TEXT, "spk_id": "temp"})
     assert response.status_code == 404 and error_of(response)["message"].startswith("spk_id:")
 
 
@@ -114,19 +103,19 @@ GENERATE = {
 def test_generate_audio_every_mode(cv, male_prompt, stream):
     assert clone(cv, "voice", male_prompt).status_code == 200
     for name, fields in GENERATE.items():
-        body = {"tts_text": TEXT, "stream": stream, "seed": 3, **fields}
+        body = {"tts_text": ZH_TEXT, "stream": stream, "seed": 3, **fields}
         if body.pop("upload", False):
             body["prompt_audio_base64"] = b64(male_prompt)
         response = cv.post("/generate_audio", json=body)
         expected = "audio/mpeg" if stream == "True" else "audio/wav"
         assert response.headers.get("content-type") == expected, (name, response.text)
-        audio(response)
+        audible(response)
 
 
 def test_instructions_need_a_voice_with_a_prompt(cv):
-    response = cv.post("/tts/instruct", json={"tts_text": TEXT, "spk_id": "中文女", "instruct_text": "慢一点"})
+    response = cv.post("/tts/instruct", json={"tts_text": ZH_TEXT, "spk_id": "中文女", "instruct_text": "慢一点"})
     assert response.status_code == 422 and "built-in SFT speaker" in error_of(response)["message"]
-    response = cv.post("/tts/instruct", json={"tts_text": TEXT, "instruct_text": "慢一点"})
+    response = cv.post("/tts/instruct", json={"tts_text": ZH_TEXT, "instruct_text": "慢一点"})
     assert response.status_code == 400 and error_of(response)["message"].startswith("spk_id:")
 
 
@@ -136,7 +125,7 @@ def test_clone_restart_then_use_and_upstream_reads_the_same_dir(cv_settings, lan
         assert response.status_code == 200, response.text
     with running(cv_settings) as client:
         assert "narrator" in client.get("/get_available_spks").json()["cloned"]
-        audio(client.post("/tts/zero_shot", json={"tts_text": TEXT, "spk_id": "narrator"}))
+        audible(client.post("/tts/zero_shot", json={"tts_text": ZH_TEXT, "spk_id": "narrator"}))
         upstream_model = client.app.state.speech.engine._model
         # an upstream model pointed at the same dir lists the voice and speaks with it
         final = {} if lane.upstream else {"final": True}  # the fr-infer wheel's name for "load llm.pt"
@@ -149,8 +138,8 @@ def test_clone_restart_then_use_and_upstream_reads_the_same_dir(cv_settings, lan
     if lane.generation == 3:  # its prompt features reach 12 kHz: made from the 24 kHz prompt, not from 16 kHz
         assert stored["prompt_speech_feat"][0, :, -8:].mean() > LOG_MEL_FLOOR + 1
     unused = "" if lane.upstream else torch.zeros(1, 0)
-    chunks = list(upstream.inference_zero_shot(TEXT, "", unused, "narrator", text_frontend=False))
-    assert sum(c["tts_speech"].shape[1] for c in chunks) > RATE // 5
+    chunks = list(upstream.inference_zero_shot(ZH_TEXT, "", unused, "narrator", text_frontend=False))
+    assert sum(c["tts_speech"].shape[1] for c in chunks) > ENGINE_RATE // 5
 
 
 def test_the_engine_never_changes_the_voice_it_is_given(cv, male_prompt):
@@ -174,13 +163,13 @@ def test_a_builtin_speaker_entry_in_a_prompt_mode_is_a_422(cv_settings, cv):
     folder.mkdir(parents=True)
     torch.save({"embedding": torch.randn(1, 192)}, folder / "plain.pt")
     for path in ("/tts/zero_shot", "/tts/cross_lingual"):
-        response = cv.post(path, json={"tts_text": TEXT, "spk_id": "plain", "user_id": "alice"})
+        response = cv.post(path, json={"tts_text": ZH_TEXT, "spk_id": "plain", "user_id": "alice"})
         assert response.status_code == 422, response.text
         assert error_of(response)["message"].startswith("spk_id: 'plain' is a built-in SFT speaker")
-    body = {"mode": "3s极速复刻", "tts_text": TEXT, "spk_customize": "plain", "user_id": "alice"}
+    body = {"mode": "3s极速复刻", "tts_text": ZH_TEXT, "spk_customize": "plain", "user_id": "alice"}
     response = cv.post("/generate_audio", json=body)
     assert response.status_code == 422 and error_of(response)["message"].startswith("spk_customize:")
-    audio(cv.post("/generate_audio", json=body | {"mode": "预训练音色"}))  # what it is made for
+    audible(cv.post("/generate_audio", json=body | {"mode": "预训练音色"}))  # what it is made for
 
 
 def _other_generation(entry: dict, mark_id: int, generation: int) -> dict:
@@ -199,12 +188,12 @@ def test_a_voice_of_the_other_generation_is_a_clear_422(cv_settings, cv, lane, m
     folder = cv_settings.data_dir / "storage" / "alice" / "model" / "cosyvoice"
     mark_id = cv.app.state.speech.engine.sizes.mark_id
     torch.save(_other_generation(torch.load(folder / "mine.pt"), mark_id, lane.generation), folder / "other.pt")
-    body = {"tts_text": TEXT, "spk_id": "other", "user_id": "alice"}
+    body = {"tts_text": ZH_TEXT, "spk_id": "other", "user_id": "alice"}
     response = cv.post("/tts/zero_shot", json=body)
     assert response.status_code == 422, response.text
     other = 5 - lane.generation
     assert f"made on CosyVoice{other}; this server runs CosyVoice{lane.generation}" in error_of(response)["message"]
-    audio(cv.post("/tts/zero_shot", json=body | {"spk_id": "mine"}))
+    audible(cv.post("/tts/zero_shot", json=body | {"spk_id": "mine"}))
 
 
 def _tampered(entry: dict, change: str) -> dict:
@@ -227,10 +216,10 @@ def test_a_damaged_voice_file_is_refused_and_the_engine_stays_free(cv_settings, 
     assert clone(cv, "v1", male_prompt, user_id="alice").status_code == 200
     path = cv_settings.data_dir / "storage" / "alice" / "model" / "cosyvoice"
     torch.save(_tampered(torch.load(path / "v1.pt", weights_only=True), change), path / "bad.pt")
-    body = {"tts_text": TEXT, "spk_id": "bad", "user_id": "alice"}
+    body = {"tts_text": ZH_TEXT, "spk_id": "bad", "user_id": "alice"}
     response = cv.post("/tts/zero_shot", json=body)
     assert response.status_code == 422, response.text
     assert error_of(response)["message"].startswith("spk_id:")
     listed = cv.get("/voices/bad", params={"user_id": "alice"})
     assert listed.status_code == 422 and error_of(listed)["message"] == error_of(response)["message"]
-    audio(cv.post("/tts/zero_shot", json=body | {"spk_id": "v1"}))  # the engine is not stuck
+    audible(cv.post("/tts/zero_shot", json=body | {"spk_id": "v1"}))  # the engine is not stuck

@@ -21,7 +21,7 @@ from app.engines.cosyvoice.flow_streams import ChunkedStream
 from app.engines.cosyvoice.llm import LMInput
 from app.engines.cosyvoice.pipeline import Utterance
 from app.engines.cosyvoice.vocoder import VocoderJob, vocode, vocode_one
-from tests.test_cosyvoice import TEXT, TWO_SENTENCES
+from tests.support.speech import TWO_SENTENCES, ZH_TEXT
 
 TOLERANCE = 1e-5
 MEL_TOLERANCE = 1e-5
@@ -31,7 +31,7 @@ def _requests(cloned: dict) -> list[SynthesisRequest]:
     return [
         SynthesisRequest(Mode.ZERO_SHOT, TWO_SENTENCES, voice=cloned, seed=1, cancelled=threading.Event()),
         SynthesisRequest(Mode.CROSS_LINGUAL, TWO_SENTENCES, voice=cloned, seed=2, cancelled=threading.Event()),
-        SynthesisRequest(Mode.ZERO_SHOT, TEXT, voice=cloned, seed=3, cancelled=threading.Event()),
+        SynthesisRequest(Mode.ZERO_SHOT, ZH_TEXT, voice=cloned, seed=3, cancelled=threading.Event()),
     ]
 
 
@@ -183,7 +183,7 @@ def test_the_gathering_wait_is_a_setting(cv_settings, monkeypatch):
 
 @upstream_lane
 def test_the_metrics_show_each_steps_batch_and_time(cv):
-    response = cv.post("/tts", json={"tts_text": TEXT, "spk_id": "中文女"})
+    response = cv.post("/tts", json={"tts_text": ZH_TEXT, "spk_id": "中文女"})
     assert response.status_code == 200 and len(response.content) > 1000
     samples = {
         (sample.name, sample.labels.get("kind"), sample.labels.get("stage")): sample.value

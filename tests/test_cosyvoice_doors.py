@@ -10,8 +10,10 @@ import requests
 from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
 
-from tests.conftest import EN_PROMPT, last_engine_seconds, live_server
-from tests.grpc_support import OUR_PROTO, call, free_port, generate_stubs, raw_prompt, upstream_proto
+from tests.support.ports import free_port
+from tests.support.server import last_engine_seconds, live_server
+from tests.support.speech import EN_PROMPT
+from tests.support.upstream_grpc import OUR_PROTO, call, generate_stubs, raw_prompt, upstream_proto
 
 
 @pytest.fixture
@@ -78,11 +80,13 @@ def test_our_proto_is_upstreams_contract(lane_source, tmp_path):
     assert _descriptor(OUR_PROTO, tmp_path / "ours") == _descriptor(upstream, tmp_path / "theirs")
 
 
-def test_dashscope_sdk_streams_sentence_by_sentence(served):
+def test_dashscope_sdk_streams_sentence_by_sentence(served, monkeypatch):
+    import dashscope
     from dashscope.audio.tts_v2 import AudioFormat, SpeechSynthesizer
 
-    from tests.test_dashscope_ws import Recorder
+    from tests.support.dashscope import Recorder
 
+    monkeypatch.setattr(dashscope, "api_key", "not-checked")  # the SDK refuses to start without one
     url, _port, app = served
     recorder = Recorder()
     synthesizer = SpeechSynthesizer(

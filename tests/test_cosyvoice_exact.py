@@ -28,8 +28,8 @@ from app.engines.cosyvoice.flow_streams import upstream_flow
 from app.engines.cosyvoice.pipeline import StreamOptions
 from app.engines.cosyvoice.prompts import PromptCache
 from app.engines.cosyvoice.vocoder import HiftV3
-from tests.conftest import clone
-from tests.test_cosyvoice import TEXT, TWO_SENTENCES
+from tests.support.doors import clone
+from tests.support.speech import TWO_SENTENCES, ZH_TEXT
 
 MEL_TOLERANCE = 1e-5  # float32 sums in another order (measured: 2e-6)
 AUDIO_TOLERANCE = 1e-5  # measured: 1.4e-7
@@ -137,7 +137,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_engine_speaks_as_upstream_does(cv_engine, cloned, monkeypatch, case, stream):
     fields = dict(CASES[case])
-    text = fields.pop("text", TEXT)
+    text = fields.pop("text", ZH_TEXT)
     voice = cv_engine._model.frontend.spk2info["中文女"] if fields.get("speaker") else cloned
     request = SynthesisRequest(text=text, voice=voice, seed=7, stream=stream, **fields)
     utterances, tokens = _utterances(cv_engine, monkeypatch, request), _tokens_of(cv_engine, monkeypatch)
@@ -235,10 +235,10 @@ def test_a_voices_prompt_runs_through_the_flow_once(cv, cv_engine, male_prompt):
     assert prompts.misses == before + 1 and prompts.nbytes > 0
     hits = prompts.hits
     for _ in range(2):
-        assert cv.post("/tts", json={"tts_text": TEXT, "spk_id": "kept"}).status_code == 200
+        assert cv.post("/tts", json={"tts_text": ZH_TEXT, "spk_id": "kept"}).status_code == 200
     assert prompts.hits == hits + 2 and prompts.misses == before + 1
     cv_engine.pipeline.prompts = PromptCache(prompts.budget)  # what a restart leaves: nothing kept
-    assert cv.post("/tts", json={"tts_text": TEXT, "spk_id": "kept"}).status_code == 200
+    assert cv.post("/tts", json={"tts_text": ZH_TEXT, "spk_id": "kept"}).status_code == 200
     assert cv_engine.pipeline.prompts.misses == 1 and cv_engine.pipeline.prompts.hits == 0
 
 
@@ -315,7 +315,7 @@ def test_the_llm_never_computes_the_text_head(cv_engine, cloned):
     head, calls = cv_engine.pipeline.lm.llm.llm.model.lm_head, []
     hook = head.register_forward_hook(lambda *_: calls.append(1))
     try:
-        chunks = _engine_audio(cv_engine, SynthesisRequest(Mode.ZERO_SHOT, TEXT, voice=cloned, seed=2))
+        chunks = _engine_audio(cv_engine, SynthesisRequest(Mode.ZERO_SHOT, ZH_TEXT, voice=cloned, seed=2))
     finally:
         hook.remove()
     assert chunks and calls == []
@@ -323,11 +323,11 @@ def test_the_llm_never_computes_the_text_head(cv_engine, cloned):
 
 @pytest.mark.upstream_lane  # the fr-infer wheel's own sampling draws from the process-wide RNG (llm.py)
 def test_a_seed_gives_the_same_audio_whatever_runs_beside_it(cv_engine, cloned):
-    alone = np.concatenate(_engine_audio(cv_engine, SynthesisRequest(Mode.ZERO_SHOT, TEXT, voice=cloned, seed=9)))
+    alone = np.concatenate(_engine_audio(cv_engine, SynthesisRequest(Mode.ZERO_SHOT, ZH_TEXT, voice=cloned, seed=9)))
     results = {}
 
     def speak(seed: int) -> None:
-        request = SynthesisRequest(Mode.ZERO_SHOT, TEXT, voice=cloned, seed=seed)
+        request = SynthesisRequest(Mode.ZERO_SHOT, ZH_TEXT, voice=cloned, seed=seed)
         results[seed] = np.concatenate(_engine_audio(cv_engine, request))
 
     threads = [threading.Thread(target=speak, args=(seed,)) for seed in (9, 10, 11)]
@@ -371,7 +371,7 @@ def test_the_prefix_copy_leaves_the_kept_one_untouched(cv_engine, cloned):
 
 def test_a_prefix_over_the_cache_budget_is_run_for_each_stream(cv_engine, cloned, caplog):
     """Not kept (with a warning naming the setting), not copied, and the audio the same as from the cache."""
-    request = SynthesisRequest(Mode.ZERO_SHOT, TEXT, voice=cloned, seed=3)
+    request = SynthesisRequest(Mode.ZERO_SHOT, ZH_TEXT, voice=cloned, seed=3)
     cached = _engine_audio(cv_engine, request)
     cv_engine.pipeline.prompts = PromptCache(budget=1 << 10)
     for _ in range(2):
@@ -407,7 +407,7 @@ def test_a_failing_token_to_wave_stage_stops_the_llm(cv_engine, cloned, monkeypa
     else:
         monkeypatch.setattr(pipeline.lm, "_upstream_tokens", endless_upstream)
     monkeypatch.setattr(pipeline, "_vocode", failing)
-    utterance = cv_engine._utterance(SynthesisRequest(Mode.ZERO_SHOT, TEXT), cloned, False, TEXT)
+    utterance = cv_engine._utterance(SynthesisRequest(Mode.ZERO_SHOT, ZH_TEXT), cloned, False, ZH_TEXT)
     outcome = []
 
     def speak():

@@ -8,9 +8,9 @@ import pytest
 
 from app.core.engine import Mode
 from app.core.formats import FORMATS
-from tests.audio_utils import decode, decode_pcm
-from tests.conftest import EN_PROMPT, last_engine_seconds, live_server
-from tests.test_formats import slack
+from tests.support.audio import decode, decode_pcm, decoder_slack
+from tests.support.server import last_engine_seconds, live_server
+from tests.support.speech import EN_PROMPT
 
 
 @pytest.fixture
@@ -25,7 +25,8 @@ def test_every_format_with_a_builtin_speaker(served):
         response = sdk.audio.speech.create(model="tts-1", voice="onyx", input="Hello there.", response_format=name)
         got = decode_pcm(response.content, 24000) if name == "pcm" else decode(response.content)
         expected = last_engine_seconds(app) * got.rate
-        assert expected > 0 and abs(got.samples.size - expected) <= slack(name, got.rate) + 0.002 * expected, name
+        allowed = decoder_slack(name, got.rate) + 0.002 * expected
+        assert expected > 0 and abs(got.samples.size - expected) <= allowed, name
 
 
 def test_cloned_voices_with_and_without_transcript(served, male_prompt, monkeypatch):

@@ -15,13 +15,14 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.audio_utils import decode
-from tests.conftest import EN_PROMPT, clone, error_of, last_record, live_server
-from tests.test_cosyvoice import RATE, TEXT, TWO_SENTENCES, audio
+from tests.support.audio import audible, decode
+from tests.support.doors import clone, error_of
+from tests.support.server import last_record, live_server
+from tests.support.speech import EN_PROMPT, ENGINE_RATE, TWO_SENTENCES, ZH_TEXT
 
 
 def _generate(client, spk_id: str, **extra):
-    body = {"mode": "3s极速复刻", "tts_text": TEXT, "spk_id": spk_id, "stream": "False", **extra}
+    body = {"mode": "3s极速复刻", "tts_text": ZH_TEXT, "spk_id": spk_id, "stream": "False", **extra}
     return client.post("/generate_audio", json=body)
 
 
@@ -35,10 +36,10 @@ def test_same_seed_same_audio(cv, male_prompt):
 
 def test_speed_shortens_the_same_utterance(cv, male_prompt):
     clone(cv, "paced", male_prompt)
-    normal = audio(_generate(cv, "paced", seed=5))
-    fast = audio(_generate(cv, "paced", seed=5, speed=1.5))
+    normal = audible(_generate(cv, "paced", seed=5))
+    fast = audible(_generate(cv, "paced", seed=5, speed=1.5))
     assert fast.seconds == pytest.approx(normal.seconds / 1.5, rel=0.05)
-    streamed = audio(_generate(cv, "paced", seed=5, speed=1.5, stream="True"))  # speed unstreams the engine
+    streamed = audible(_generate(cv, "paced", seed=5, speed=1.5, stream="True"))  # speed unstreams the engine
     assert streamed.seconds == pytest.approx(fast.seconds, abs=0.1)
 
 
@@ -51,7 +52,7 @@ def test_long_text_is_spoken_sentence_by_sentence(cv, male_prompt, lane):
     assert all(piece.startswith("You are a helpful assistant.<|endofprompt|>") for piece in pieces) == (
         lane.generation == 3
     )
-    audio(cv.post("/tts", json={"tts_text": TWO_SENTENCES, "spk_id": "中文女", "stream": False}))
+    audible(cv.post("/tts", json={"tts_text": TWO_SENTENCES, "spk_id": "中文女", "stream": False}))
     record = last_record(cv.app)
     assert record.outcome == "completed" and 0 < record.first_chunk_samples < record.samples
 
@@ -65,7 +66,7 @@ def test_concurrent_streams_keep_their_own_state(cv_settings, male_prompt):
         httpx.post(f"{url}/clone", data={"spk_id": "s", "prompt_text": EN_PROMPT}, files=files, timeout=120)
 
         def stream(seed: int):
-            body = {"mode": "3s极速复刻", "tts_text": TEXT, "spk_id": "s", "stream": "True", "seed": seed}
+            body = {"mode": "3s极速复刻", "tts_text": ZH_TEXT, "spk_id": "s", "stream": "True", "seed": seed}
             return decode(httpx.post(f"{url}/generate_audio", json=body, timeout=300).content)
 
         stream(0)
@@ -78,7 +79,7 @@ def test_concurrent_streams_keep_their_own_state(cv_settings, male_prompt):
                 time.sleep(0.02)
         for future in futures:
             decoded = future.result()
-            assert decoded.rate == RATE and decoded.seconds > 0.5 and np.isfinite(decoded.samples).all()
+            assert decoded.rate == ENGINE_RATE and decoded.seconds > 0.5 and np.isfinite(decoded.samples).all()
         stream(0)
         last = last_record(app)
         assert most_at_once == 3
@@ -113,7 +114,7 @@ def test_a_failing_llm_stage_is_a_json_error_naming_the_cause(cv, monkeypatch, c
         return original(*args, **kwargs)
 
     monkeypatch.setattr(norm, "forward", failing)
-    body = {"tts_text": TEXT, "spk_id": "中文女", "stream": stream}
+    body = {"tts_text": ZH_TEXT, "spk_id": "中文女", "stream": stream}
     with caplog.at_level(logging.ERROR):
         response = cv.post("/tts", json=body)
     assert response.status_code == 500
@@ -121,14 +122,14 @@ def test_a_failing_llm_stage_is_a_json_error_naming_the_cause(cv, monkeypatch, c
     assert error["code"] == "engine_error" and "RuntimeError: injected LLM failure" in error["message"]
     assert "the LLM stage failed: RuntimeError: injected LLM failure" in caplog.text
     monkeypatch.undo()
-    audio(cv.post("/tts", json=body))  # the engine serves the next request
+    audible(cv.post("/tts", json=body))  # the engine serves the next request
     assert _no_llm_threads()
 
 
 def test_the_seed_endpoints_stream_from_the_engine_by_default(cv):
     for stream, several_chunks in ((None, True), (False, False)):
-        body = {"tts_text": TEXT, "spk_id": "中文女"} | ({} if stream is None else {"stream": stream})
-        audio(cv.post("/tts", json=body))
+        body = {"tts_text": ZH_TEXT, "spk_id": "中文女"} | ({} if stream is None else {"stream": stream})
+        audible(cv.post("/tts", json=body))
         record = last_record(cv.app)
         assert (record.first_chunk_samples < record.samples) == several_chunks, (stream, record)
 
@@ -148,9 +149,9 @@ def test_concurrent_requests_run_inside_the_engine_at_the_same_time(cv_settings,
                 spans.append((started, time.monotonic(), threading.get_ident()))
 
         monkeypatch.setattr(pipeline, "_vocode", slow_vocode)
-        body = {"tts_text": TEXT, "spk_id": "中文女"}
+        body = {"tts_text": ZH_TEXT, "spk_id": "中文女"}
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
-            list(pool.map(lambda _: audio(httpx.post(f"{url}/tts", json=body, timeout=300)), range(3)))
+            list(pool.map(lambda _: audible(httpx.post(f"{url}/tts", json=body, timeout=300)), range(3)))
     overlapping = [
         (a, b) for a in spans for b in spans if a[2] != b[2] and a[0] < b[0] < a[1]
     ]  # a step of one request began while another request's step was running

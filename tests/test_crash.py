@@ -3,7 +3,6 @@
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -12,17 +11,12 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import EN_PROMPT
+from tests.support.ports import free_port
+from tests.support.speech import EN_PROMPT
 
 ROUNDS = 6
 CLIENTS = 4
 NAMES = [f"v{i}" for i in range(6)]  # few names: most clones overwrite a voice another client saved
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _start(data_dir: Path, port: int) -> subprocess.Popen:
@@ -65,7 +59,7 @@ def _clone_until_killed(url: str, prompt: bytes, acked: dict, sent: dict, seed: 
 
 
 def test_sigkill_during_concurrent_clones_loses_nothing(tmp_path, male_prompt):
-    data_dir, port = tmp_path / "data", _free_port()
+    data_dir, port = tmp_path / "data", free_port()
     url = f"http://127.0.0.1:{port}"
     rng = random.Random(7)
     acked: dict[str, tuple[float, str]] = {}  # name -> (when, transcript) of the last acknowledged clone

@@ -13,9 +13,9 @@ import pytest
 import requests
 from dashscope.audio.tts_v2 import AudioFormat, SpeechSynthesizer, VoiceEnrollmentException, VoiceEnrollmentService
 
-from tests.audio_utils import decode, decode_pcm
-from tests.conftest import EN_PROMPT, last_engine_seconds, last_record, live_server
-from tests.test_streaming import long_settings
+from tests.support.audio import decode, decode_pcm
+from tests.support.server import last_engine_seconds, last_record, live_server, long_settings
+from tests.support.speech import EN_PROMPT
 
 dashscope.api_key = "not-checked"
 

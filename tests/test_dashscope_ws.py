@@ -2,7 +2,6 @@
 for what the SDK never sends (binary frames, broken JSON, idle gaps, several tasks in turn), by raw frames."""
 
 import json
-import logging
 import threading
 import time
 import uuid
@@ -10,14 +9,15 @@ import uuid
 import dashscope
 import numpy as np
 import pytest
-from dashscope.audio.tts_v2 import AudioFormat, ResultCallback, SpeechSynthesizer
+from dashscope.audio.tts_v2 import AudioFormat, SpeechSynthesizer
 from dashscope.common.error import RequestFailure
 from websockets.sync.client import connect
 
-from tests.audio_utils import decode, decode_pcm
-from tests.conftest import last_engine_seconds, live_server
-from tests.test_formats import slack
-from tests.test_streaming import SENTENCE, long_settings
+from tests.support.audio import decode, decode_pcm, decoder_slack
+from tests.support.dashscope import Recorder
+from tests.support.logs import loud, recording_logs
+from tests.support.server import last_engine_seconds, live_server, long_settings
+from tests.support.speech import SENTENCE
 
 dashscope.api_key = "not-checked"  # the SDK refuses to start without one; this server does not check it yet
 
@@ -41,7 +41,7 @@ def test_call_answers_every_format_and_rate(served, fmt):
     got = _decoded(fmt, audio)
     expected = last_engine_seconds(app) * got.rate
     assert got.rate == (48000 if fmt.format == "opus" else fmt.sample_rate)
-    assert expected > 0 and abs(got.samples.size - expected) <= slack(fmt.format, got.rate) + 0.002 * expected
+    assert expected > 0 and abs(got.samples.size - expected) <= decoder_slack(fmt.format, got.rate) + 0.002 * expected
 
 
 def test_the_default_format_is_mp3_at_22050(served):
@@ -49,29 +49,6 @@ def test_the_default_format_is_mp3_at_22050(served):
     audio = SpeechSynthesizer(model="cosyvoice-v2", voice="longanyang", url=url).call("Hello.")
     assert audio[:3] == b"ID3" or audio[0] == 0xFF
     assert decode(audio).rate == 22050
-
-
-class Recorder(ResultCallback):
-    def __init__(self):
-        self.audio = bytearray()
-        self.events: list[dict] = []
-        self.first_audio = threading.Event()
-        self.done = threading.Event()
-        self.error: str | None = None
-
-    def on_data(self, data: bytes) -> None:
-        self.audio += data
-        self.first_audio.set()
-
-    def on_event(self, message: str) -> None:
-        self.events.append(json.loads(message))
-
-    def on_complete(self) -> None:
-        self.done.set()
-
-    def on_error(self, message) -> None:
-        self.error = str(message)
-        self.done.set()
 
 
 def test_streaming_speaks_each_sentence_while_more_text_arrives(served):
@@ -285,14 +262,8 @@ def test_finished_and_cancelled_connections_are_closed_when_idle(served, monkeyp
 
 
 def test_clients_that_leave_at_any_moment_leave_no_traceback(served):
-    from tests.test_hostile import _Logs
-
     url, app = served
-    handler = _Logs()
-    loggers = [logging.getLogger(name) for name in ("", "uvicorn", "uvicorn.error")]
-    for logger in loggers:
-        logger.addHandler(handler)
-    try:
+    with recording_logs() as records:
         for frames in ([_run_task("a")], [_run_task("b"), _action("continue-task", "b", text=SENTENCE * 20)]):
             with connect(url) as ws:
                 for frame in frames:
@@ -303,8 +274,5 @@ def test_clients_that_leave_at_any_moment_leave_no_traceback(served):
         while synth.active and time.monotonic() < deadline:
             time.sleep(0.05)
         assert synth.active == 0
-    finally:
-        for logger in loggers:
-            logger.removeHandler(handler)
-    loud = [r for r in handler.records if r.levelno >= logging.ERROR or r.exc_info]
-    assert not loud, [f"{r.name}: {r.getMessage()}" for r in loud]
+    errors = loud(records)
+    assert not errors, errors

@@ -7,8 +7,9 @@ from fastapi.testclient import TestClient
 
 from app.core.errors import EngineFailure
 from app.main import create_app
-from tests.audio_utils import decode, decode_pcm
-from tests.conftest import EN_PROMPT, clone, error_of
+from tests.support.audio import decode, decode_pcm
+from tests.support.doors import clone, error_of
+from tests.support.speech import EN_PROMPT
 
 SPEECH = "/v1/audio/speech"
 

@@ -5,8 +5,9 @@ import base64
 import numpy as np
 import pytest
 
-from tests.audio_utils import decode, decode_pcm
-from tests.conftest import EN_PROMPT, ENGINE_RATE, clone, error_of
+from tests.support.audio import decode, decode_pcm
+from tests.support.doors import clone, error_of
+from tests.support.speech import EN_PROMPT, ENGINE_RATE
 
 ZH_TEXT = "你好，欢迎使用语音合成服务。今天天气很好！"
 EN_TEXT = "Hello, and welcome to the voice service. The weather is lovely today!"
@@ -57,7 +58,7 @@ def test_tts_pcm_streams_raw_s16le_with_format_headers(client, engine):
     assert response.headers["x-channels"] == "1"
     assert response.headers["x-bit-depth"] == "16"
     decoded = assert_speech(decode_pcm(response.content, ENGINE_RATE))
-    from tests.conftest import spoken
+    from tests.support.speech import spoken
 
     assert decoded.samples.size == spoken(engine, ZH_TEXT, "中文男").size  # every sample the engine made
 
@@ -216,7 +217,7 @@ def test_malformed_bodies_get_json_errors(client):
 
 
 def test_mp3_stream_is_one_stream_as_long_as_the_engine_output(client, engine):
-    from tests.conftest import spoken
+    from tests.support.speech import spoken
 
     text = " ".join([EN_TEXT] * 4)
     produced = spoken(engine, text, "英文女").size

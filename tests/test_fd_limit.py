@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from tests.test_crash import _free_port
+from tests.support.ports import free_port
 
 FD_LIMIT = 128
 
@@ -19,7 +19,7 @@ def _limit_fds() -> None:
 
 
 def test_fd_exhaustion_is_reported_once_and_survived(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "COSYVOICE_ENGINE": "espeak", "COSYVOICE_DATA_DIR": str(tmp_path / "data")}
     command = [sys.executable, "-m", "app.server", "--port", str(port)]
     server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, preexec_fn=_limit_fds)

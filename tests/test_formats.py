@@ -6,23 +6,11 @@ import pytest
 
 from app.core.errors import Unsupported
 from app.core.formats import FORMATS, SAMPLE_RATES, AudioOutput, audio_format
-from tests.audio_utils import decode, decode_pcm, tone
-from tests.conftest import last_engine_seconds, live_server
-from tests.test_streaming import SENTENCE, long_settings
+from tests.support.audio import decode, decode_pcm, decoder_slack, tone
+from tests.support.server import last_engine_seconds, live_server, long_settings
+from tests.support.speech import SENTENCE
 
 SOURCE_RATE = 24000
-
-
-def slack(name: str, rate: int) -> int:
-    """Samples a decoder may add or drop: one codec frame plus the codec's documented delay."""
-    return {
-        "mp3": 1152,  # one frame; the stream's Info frame tells decoders LAME's delay
-        "opus": 960 + 312 * rate // 48000,  # one 20 ms frame (at 48 kHz) + the pre-skip (312 at 48 kHz)
-        "aac": 1024 + 1024,  # one frame + AAC-LC's priming, which ADTS has no field to announce
-        "flac": 0,
-        "wav": 0,
-        "pcm": 0,
-    }[name] + (2 if name in ("wav", "pcm", "flac") else 0)
 
 
 def _decoded(name: str, data: bytes, rate: int):
@@ -46,7 +34,7 @@ def test_every_format_at_every_rate_decodes_to_the_engines_length(name, rate):
     expected_rate = 48000 if name == "opus" else rate  # Ogg Opus always decodes at 48 kHz
     assert got.rate == expected_rate
     expected = samples.size * expected_rate / SOURCE_RATE
-    assert abs(got.samples.size - expected) <= slack(name, expected_rate), (got.samples.size, expected)
+    assert abs(got.samples.size - expected) <= decoder_slack(name, expected_rate), (got.samples.size, expected)
     assert got.rms > 0.05  # sound, not silence
 
 
@@ -88,7 +76,7 @@ def test_each_format_leaves_before_synthesis_ends(tmp_path, name):
             data += b"".join(chunks)
         got = _decoded(name, data, 24000)
         expected = last_engine_seconds(app) * got.rate
-        assert abs(got.samples.size - expected) <= slack(name, got.rate) + 0.002 * expected, (
+        assert abs(got.samples.size - expected) <= decoder_slack(name, got.rate) + 0.002 * expected, (
             got.samples.size,
             expected,
         )

@@ -11,14 +11,12 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.audio_utils import wav
-from tests.conftest import EN_PROMPT, logged
-from tests.test_streaming import SENTENCE, long_settings
+from tests.support.audio import wav
+from tests.support.doors import DASHSCOPE, OPENAI, RUNTIME, SEED, dashscope_error, error_of, openai_error, runtime_error
+from tests.support.logs import logged, loud, recording_logs
+from tests.support.server import live_server, long_settings
+from tests.support.speech import EN_PROMPT, SENTENCE
 
-SEED = ["/tts", "/tts/pcm", "/tts/zero_shot", "/tts/cross_lingual", "/tts/instruct", "/generate_audio", "/clone"]
-OPENAI = ["/v1/audio/speech"]
-DASHSCOPE = ["/api/v1/services/audio/tts/SpeechSynthesizer", "/api/v1/services/audio/tts/customization"]
-RUNTIME = ["/inference_sft", "/inference_zero_shot", "/inference_cross_lingual", "/inference_instruct"]
 TIME_BOUND = 5.0  # seconds: every refusal here is cheap
 
 # raw bodies, the same for every endpoint (a valid-looking start, then the hostile part)
@@ -27,38 +25,13 @@ DEEP = b'{"tts_text": "hi", "input": "hi", "spk_id": ' + b"[" * 100_000 + b"]" *
 NOT_UTF8_JSON = b'{"tts_text": "\xff\xfe", "input": "\xff\xfe"}'
 
 
-def seed_error(response) -> dict:
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
-    return body["error"]
-
-
-def openai_error(response) -> dict:
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"message", "type", "param", "code"}, body
-    assert body["error"]["type"] == "invalid_request_error"
-    return body["error"]
-
-
-def dashscope_error(response) -> dict:
-    body = response.json()
-    assert set(body) == {"request_id", "code", "message"} and body["code"] == "InvalidParameter", body
-    return body
-
-
-def runtime_error(response) -> dict:
-    body = response.json()
-    assert set(body) == {"detail"} and isinstance(body["detail"], str), body
-    return body
-
-
 def _post(client, path: str, method: str = "POST", **request):
     started = time.perf_counter()
     response = client.request(method, path, **request)
     elapsed = time.perf_counter() - started
     assert 400 <= response.status_code < 500, (path, response.status_code, response.text[:300])
     assert elapsed < TIME_BOUND, (path, elapsed)
-    shape = openai_error if path.startswith("/v1/") else runtime_error if path in RUNTIME else seed_error
+    shape = openai_error if path.startswith("/v1/") else runtime_error if path in RUNTIME else error_of
     shape = dashscope_error if path in DASHSCOPE else shape
     shape(response)
     return response
@@ -69,8 +42,8 @@ def quiet(caplog):
     """Fails the test if anything was logged at ERROR or with a traceback."""
     caplog.set_level(logging.INFO)
     yield
-    loud = [r for r in logged(caplog) if r.levelno >= logging.ERROR or r.exc_info]
-    assert not loud, [f"{r.name}: {r.getMessage()}" for r in loud]
+    errors = loud(logged(caplog))
+    assert not errors, errors
 
 
 JSON = {"headers": {"content-type": "application/json"}}
@@ -89,7 +62,7 @@ def test_hostile_json(client, quiet, path, name, body):
     if path in DASHSCOPE:
         error = dashscope_error(response)
     else:
-        error = openai_error(response) if path.startswith("/v1/") else seed_error(response)
+        error = openai_error(response) if path.startswith("/v1/") else error_of(response)
     assert error["message"].startswith("body:"), (name, error)
 
 
@@ -113,7 +86,7 @@ def test_wrong_types_and_sizes_in_seed_fields(client, quiet, path, fields):
 @pytest.mark.parametrize("mode", [["预训练音色"], 1, None, "预训练"])
 def test_wrong_modes(client, quiet, mode):
     response = _post(client, "/generate_audio", json={"tts_text": "hi", "spk_id": "中文女", "mode": mode})
-    assert seed_error(response)["message"].startswith("mode:")
+    assert error_of(response)["message"].startswith("mode:")
 
 
 @pytest.mark.parametrize(
@@ -137,14 +110,14 @@ def test_wrong_types_and_sizes_in_openai_fields(client, quiet, fields):
 def test_invalid_utf8_in_form_fields_is_refused_not_read_as_latin1(client, quiet, path):
     fields = {"spk_id": "中文女", "mode": "sft", "prompt_text": "x", "instruct_text": "x"}
     multipart = _post(client, path, data=fields, files={"tts_text": (None, b"caf\xe9 \xff")})
-    assert seed_error(multipart)["message"] == "tts_text: not valid UTF-8 text"
+    assert error_of(multipart)["message"] == "tts_text: not valid UTF-8 text"
     urlencoded = _post(
         client,
         path,
         content=b"tts_text=caf%E9&spk_id=%E4%B8%AD%E6%96%87%E5%A5%B3&mode=sft",
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
-    assert seed_error(urlencoded)["message"].startswith("body: not valid UTF-8")
+    assert error_of(urlencoded)["message"].startswith("body: not valid UTF-8")
 
 
 def test_invalid_utf8_in_openai_form_fields_is_refused(client, quiet, male_prompt):
@@ -220,7 +193,7 @@ def test_broken_and_bomb_audio(client, quiet, flac_bomb, kind):
 def test_a_transcript_has_a_length_limit(client, quiet, male_prompt):
     files = {"prompt_audio": ("p.wav", male_prompt, "audio/wav")}
     response = _post(client, "/clone", data={"spk_id": "long", "prompt_text": "word " * 2000}, files=files)
-    assert seed_error(response)["message"].startswith("prompt_text: 9999 characters; the limit is 1000")
+    assert error_of(response)["message"].startswith("prompt_text: 9999 characters; the limit is 1000")
     sample = {"audio_sample": ("p.wav", male_prompt, "audio/wav")}
     _post(client, "/v1/audio/voices", data={"name": "long", "script_hint": "word " * 2000}, files=sample)
 
@@ -244,30 +217,14 @@ def test_oversized_bodies(small_client, quiet, path):
     assert response.status_code == 413
 
 
-class _Logs(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record):
-        self.records.append(record)
-
-
 @pytest.fixture
 def server_logs():
-    """Everything the app and uvicorn log (uvicorn's loggers do not propagate to the root)."""
-    handler = _Logs()
-    loggers = [logging.getLogger(name) for name in ("", "uvicorn", "uvicorn.error")]
-    for logger in loggers:
-        logger.addHandler(handler)
-    yield handler.records
-    for logger in loggers:
-        logger.removeHandler(handler)
+    """Everything the app and uvicorn log during the test."""
+    with recording_logs() as records:
+        yield records
 
 
 def test_clients_that_leave_are_not_server_errors(tmp_path, server_logs):
-    from tests.conftest import live_server
-
     with live_server(long_settings(tmp_path)) as (url, app):
         host, port = url.removeprefix("http://").split(":")
         # 1. leaves while sending its body
@@ -288,14 +245,12 @@ def test_clients_that_leave_are_not_server_errors(tmp_path, server_logs):
             time.sleep(0.05)
         assert synth.stats.cancelled == 1
         time.sleep(0.3)
-    loud = [r for r in server_logs if r.levelno >= logging.ERROR or r.exc_info]
-    assert not loud, [f"{r.name}: {r.getMessage()}" for r in loud]
+    errors = loud(server_logs)
+    assert not errors, errors
 
 
 def test_slow_headers_and_stalled_bodies_are_cut_off(tmp_path, server_logs):
     """Slowloris: connections that never finish their headers are closed after the header deadline."""
-    from tests.conftest import live_server
-
     settings = long_settings(tmp_path, header_timeout_seconds=1.0, body_timeout_seconds=1.0)
     with live_server(settings) as (url, _app):
         host, port = url.removeprefix("http://").split(":")
@@ -323,14 +278,12 @@ def test_slow_headers_and_stalled_bodies_are_cut_off(tmp_path, server_logs):
         assert answer.startswith(b"HTTP/1.1 404") and b"connection: close" in answer.lower(), answer
         trickler.close()
         assert httpx.get(f"{url}/health", timeout=5).json()["status"] == "ok"
-    loud = [r for r in server_logs if r.levelno >= logging.ERROR or r.exc_info]
-    assert not loud, [f"{r.name}: {r.getMessage()}" for r in loud]
+    errors = loud(server_logs)
+    assert not errors, errors
 
 
 def test_bodies_in_flight_share_a_memory_budget(tmp_path, server_logs):
     """Three large bodies at once over a 2 MB budget: the one that crosses it gets 503 at once, not memory."""
-    from tests.conftest import live_server
-
     settings = long_settings(tmp_path, max_upload_mb=1.0, max_buffered_mb=2.0, body_timeout_seconds=5.0)
     with live_server(settings) as (url, app):
         host, port = url.removeprefix("http://").split(":")
@@ -365,8 +318,8 @@ def test_bodies_in_flight_share_a_memory_budget(tmp_path, server_logs):
         assert answer.startswith(b"HTTP/1.1 503") and b'"server_busy"' not in answer and b'"busy"' in answer, answer
         for held in (sock, hog, third):
             held.close()
-    loud = [r for r in server_logs if r.levelno >= logging.ERROR or r.exc_info]
-    assert not loud, [f"{r.name}: {r.getMessage()}" for r in loud]
+    errors = loud(server_logs)
+    assert not errors, errors
 
 
 def _until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
@@ -378,8 +331,6 @@ def _until_closed(sock: socket.socket, timeout: float = 5.0) -> bytes:
 
 
 def test_an_unexpected_500_tells_a_keep_alive_client_the_connection_closes(tmp_path, server_logs):
-    from tests.conftest import live_server
-
     with live_server(long_settings(tmp_path)) as (url, app):
         host, port = url.removeprefix("http://").split(":")
 

@@ -4,8 +4,9 @@ import httpx
 import openai
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.audio_utils import decode
-from tests.conftest import EN_PROMPT, live_server
+from tests.support.audio import decode
+from tests.support.server import live_server
+from tests.support.speech import EN_PROMPT
 
 
 def _samples(url: str) -> dict[tuple, float]:

@@ -8,10 +8,9 @@ import openai
 import pytest
 
 from app.core.formats import FORMATS
-from tests.audio_utils import decode, decode_pcm
-from tests.conftest import EN_PROMPT, last_engine_seconds, last_record, live_server
-from tests.test_formats import slack
-from tests.test_streaming import SENTENCE, long_settings
+from tests.support.audio import decode, decode_pcm, decoder_slack
+from tests.support.server import last_engine_seconds, last_record, live_server, long_settings
+from tests.support.speech import EN_PROMPT, SENTENCE
 
 TEXT = "Hello from the OpenAI door. This is the second sentence."
 
@@ -37,7 +36,7 @@ def test_speech_in_every_format(sdk, server, name):
     got = _audio(name, response.content)
     assert got.rate == (48000 if name == "opus" else 24000)  # OpenAI's rate (Ogg Opus decodes at 48 kHz)
     expected = last_engine_seconds(server[1]) * got.rate
-    assert abs(got.samples.size - expected) <= slack(name, got.rate) + 0.002 * expected
+    assert abs(got.samples.size - expected) <= decoder_slack(name, got.rate) + 0.002 * expected
     assert got.seconds > 1.0 and got.rms > 0.01
     assert response.response.headers["content-type"] == FORMATS[name].media_type
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from tests.audio_utils import decode
-from tests.conftest import EN_PROMPT
+from tests.support.audio import decode
+from tests.support.speech import EN_PROMPT
 
 SEED_MEDIA_TYPES = {"application/json", "multipart/form-data", "application/x-www-form-urlencoded"}
 

@@ -1,4 +1,4 @@
-"""OSS storage through the real oss2 client against tests/oss_server.py (which checks V4 signatures)."""
+"""OSS storage through the real oss2 client against tests/support/oss_server.py (which checks V4 signatures)."""
 
 import os
 import subprocess
@@ -10,10 +10,12 @@ import pytest
 import torch
 
 from app.config import Settings
-from tests.audio_utils import decode
-from tests.conftest import EN_PROMPT, clone, error_of, running
-from tests.oss_server import OssServer
-from tests.test_storage import hostile_files
+from tests.support.audio import decode
+from tests.support.doors import clone, error_of
+from tests.support.oss_server import OssServer
+from tests.support.server import running
+from tests.support.speech import EN_PROMPT
+from tests.support.voice_files import hostile_voice_files
 
 TEXT = "Good evening, this is my own voice."
 AK, SK = "test-ak", "test-sk"
@@ -141,7 +143,7 @@ def wait_until_up(url: str, seconds: float = 60) -> None:
 
 @pytest.mark.parametrize("kind", ["code", "truncated", "wrong_model"])
 def test_hostile_voice_files_in_oss(tmp_path, oss, monkeypatch, kind):
-    oss.put("mallory/model/cosyvoice/evil.pt", hostile_files(tmp_path)[kind])
+    oss.put("mallory/model/cosyvoice/evil.pt", hostile_voice_files(tmp_path)[kind])
     with running(oss_settings(tmp_path, oss, monkeypatch)) as client:
         body = {
             "mode": "预训练音色",

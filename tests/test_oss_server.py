@@ -3,7 +3,7 @@
 import oss2
 import pytest
 
-from tests.oss_server import OssServer
+from tests.support.oss_server import OssServer
 
 AK, SK, BUCKET, REGION = "test-ak", "test-sk", "learn-wave", "cn-beijing"
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.test_hostile import OPENAI, SEED, openai_error, seed_error
+from tests.support.doors import OPENAI, SEED, error_of, openai_error
 
 SEED_FIELDS = [
     "tts_text", "spk_id", "speed", "seed", "stream", "user_id", "prompt_text", "prompt_audio_base64",
@@ -37,7 +37,7 @@ RUNS = settings(
 def _check(response, path: str) -> None:
     assert response.status_code < 500, (path, response.status_code, response.text[:300])
     if response.status_code >= 400:
-        (openai_error if path.startswith("/v1/") else seed_error)(response)
+        (openai_error if path.startswith("/v1/") else error_of)(response)
 
 
 @RUNS

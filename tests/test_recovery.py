@@ -9,8 +9,8 @@ from app.core.names import VoiceName
 from app.core.voice_recovery import fingerprint, staged_path
 from app.core.voices import VoiceLibrary
 from app.engines.espeak import EspeakEngine
-from tests.audio_utils import wav
-from tests.conftest import EN_PROMPT, ENGINE_RATE, spoken
+from tests.support.audio import wav
+from tests.support.speech import EN_PROMPT, ENGINE_RATE, spoken
 
 
 @pytest.fixture

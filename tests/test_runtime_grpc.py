@@ -5,9 +5,10 @@ import time
 import pytest
 import requests
 
-from tests.conftest import EN_PROMPT, live_server
-from tests.grpc_support import OUR_PROTO, call, free_port, generate_stubs, raw_prompt, upstream_proto
-from tests.test_streaming import SENTENCE, long_settings
+from tests.support.ports import free_port
+from tests.support.server import live_server, long_settings
+from tests.support.speech import EN_PROMPT, SENTENCE
+from tests.support.upstream_grpc import OUR_PROTO, call, generate_stubs, raw_prompt, upstream_proto
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import requests
 
-from tests.conftest import EN_PROMPT, clone, last_engine_seconds, live_server
-from tests.test_streaming import SENTENCE, long_settings
+from tests.support.doors import clone
+from tests.support.server import last_engine_seconds, live_server, long_settings
+from tests.support.speech import EN_PROMPT, SENTENCE
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from tests.conftest import live_server
-from tests.test_streaming import long_settings
+from tests.support.server import live_server, long_settings
 
 EXAMPLES = 25
 RUNS = settings(

@@ -1,13 +1,12 @@
 """Per-user voices and prompts in storage (the local folder here; OSS in test_oss.py)."""
 
-import io
-import os
-
 import pytest
 import torch
 
-from tests.audio_utils import decode
-from tests.conftest import EN_PROMPT, clone, error_of
+from tests.support.audio import decode
+from tests.support.doors import clone, error_of
+from tests.support.speech import EN_PROMPT
+from tests.support.voice_files import hostile_voice_files
 
 TEXT = "Good evening, this is my own voice."
 
@@ -105,38 +104,11 @@ def test_prompt_speech_16k_is_never_a_local_path(settings, client):
         assert error_of(response)["message"].startswith("prompt_speech_16k:")
 
 
-class Payload:
-    """A pickle that runs code when unpickled, if anything ever unpickles it unsafely."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-def hostile_files(tmp_path) -> dict[str, bytes]:
-    def saved(obj) -> bytes:
-        buffer = io.BytesIO()
-        torch.save(obj, buffer)
-        return buffer.getvalue()
-
-    good = saved({"engine": "espeak", "variant": "male", "pitch": 50, "range": 50, "rate": 175})
-    return {
-        "code": saved({"engine": "espeak", "payload": Payload(tmp_path / "pwned")}),
-        "truncated": good[: len(good) // 2],
-        "not_torch": b"this is not a voice file",
-        "wrong_model": saved({"embedding": torch.zeros(1, 192)}),
-        "bad_values": saved({"engine": "espeak", "variant": "robot", "pitch": 500, "range": 50, "rate": 175}),
-        "odd_types": saved({"engine": "espeak", "variant": ["male"], "pitch": True, "range": 50, "rate": 175}),
-    }
-
-
 @pytest.mark.parametrize("kind", ["code", "truncated", "not_torch", "wrong_model", "bad_values", "odd_types"])
 def test_hostile_voice_files_are_refused_and_nothing_runs(settings, client, tmp_path, kind):
     path = user_voice_path(settings, "mallory", "evil")
     path.parent.mkdir(parents=True)
-    path.write_bytes(hostile_files(tmp_path)[kind])
+    path.write_bytes(hostile_voice_files(tmp_path)[kind])
     body = {"mode": "预训练音色", "tts_text": TEXT, "spk_id": "中文女", "spk_customize": "evil", "user_id": "mallory"}
     response = client.post("/generate_audio", json=body)
     assert response.status_code == 422, response.text

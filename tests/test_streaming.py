@@ -6,15 +6,9 @@ import time
 
 import httpx
 
-from app.config import Settings
-from tests.audio_utils import decode
-from tests.conftest import live_server
-
-SENTENCE = "This sentence is one of many in a very long story that nobody will listen to the end of. "
-
-
-def long_settings(tmp_path, **extra) -> Settings:
-    return Settings(data_dir=tmp_path / "d", model_dir=tmp_path / "m", max_text_chars=100_000, **extra)
+from tests.support.audio import decode
+from tests.support.server import live_server, long_settings
+from tests.support.speech import SENTENCE
 
 
 def test_disconnect_mid_stream_stops_synthesis(tmp_path):

@@ -8,8 +8,10 @@ import httpx
 import torch
 
 from app.core.audio import WIDE_RATE
-from tests.audio_utils import decode
-from tests.conftest import EN_PROMPT, clone, error_of, live_server, running
+from tests.support.audio import decode
+from tests.support.doors import clone, error_of
+from tests.support.server import live_server, running
+from tests.support.speech import EN_PROMPT
 
 TEXT = "Good evening. This voice was cloned a moment ago."
 

@@ -1,6 +1,6 @@
 """The web page at `/`: its own API over HTTP, and the page itself in a real browser (Debian's Chromium, headless).
 
-The browser is conftest's (tests/browser.py). Screenshots go to .artifacts/.
+The browser is conftest's (tests/support/browser.py). Screenshots go to .artifacts/.
 """
 
 import json
@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from app.config import Settings
-from tests.audio_utils import decode, decode_pcm, tone, wav
-from tests.conftest import EN_PROMPT, live_server
+from tests.support.audio import decode, decode_pcm, tone, wav
+from tests.support.server import live_server
+from tests.support.speech import EN_PROMPT
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts"
 RATE = 24000

@@ -26,8 +26,10 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from app.api.wyoming import session
 from app.config import Settings
-from tests.conftest import EN_PROMPT, live_server, logged
-from tests.grpc_support import free_port
+from tests.support.logs import logged
+from tests.support.ports import free_port
+from tests.support.server import live_server
+from tests.support.speech import EN_PROMPT
 
 KEY = "sk-alice-" + secrets.token_hex(12)
 STORY = "The first sentence is here. The second one follows it! Is this the third?"

@@ -16,7 +16,9 @@ def _save(graph, path: Path) -> None:
     import onnx
     from onnx import helper
 
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], producer_name="tests.models")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], producer_name="tests.support.models"
+    )
     model.ir_version = ONNX_IR_VERSION
     onnx.checker.check_model(model)
     onnx.save(model, str(path))

@@ -15,6 +15,6 @@ Everything derives from ``seed``. ``cached_model`` builds a dir once and keeps i
 (``$COSYVOICE_MODEL_CACHE``, default ``~/.cache/cosyvoice-service/models``).
 """
 
-from tests.models.build import build_model, cached_model, working_copy
+from tests.support.models.build import build_model, cached_model, working_copy
 
 __all__ = ["build_model", "cached_model", "working_copy"]

@@ -1,13 +1,11 @@
 """A real browser for the tests: the system's Chromium (`make browser`, or `apt-get install chromium`), headless,
-never one a test tool downloads; without it the tests that use it fail, saying so."""
+never one a test tool downloads (conftest's ``browser`` fixture launches it; without it the tests that use it fail,
+saying so); and pages served from another origin."""
 
 import http.server
 import os
 import threading
 from contextlib import contextmanager
-from pathlib import Path
-
-import pytest
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -22,22 +20,6 @@ CHROMIUM_ARGS = [
     "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream",
 ]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).is_file():
-        pytest.fail(
-            f"Chromium is not installed at {CHROMIUM} (the browser tests need it): run `make browser`, or "
-            "`apt-get install chromium`, or point CHROMIUM at a Chromium binary",
-            pytrace=False,
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @contextmanager

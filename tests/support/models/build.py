@@ -11,10 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-from tests.models.configs import FULL, TINY, render_yaml
-from tests.models.qwen import write_qwen, write_tokenizer
-from tests.models.stopping import make_v2_stop, make_v3_stop
-from tests.models.stubs import SPK_EMBED_DIM, write_campplus, write_speech_tokenizer
+from tests.support.models.configs import FULL, TINY, render_yaml
+from tests.support.models.qwen import write_qwen, write_tokenizer
+from tests.support.models.stopping import make_v2_stop, make_v3_stop
+from tests.support.models.stubs import SPK_EMBED_DIM, write_campplus, write_speech_tokenizer
 
 SIZES = {"tiny": TINY, "full": FULL}
 SFT_SPEAKERS = ("中文女", "英文男")
@@ -77,7 +77,7 @@ def _name(generation: int, size: str, seed: int) -> tuple[str, str]:
 
     code = Path(cosyvoice.__file__).resolve()
     origin = "wheel" if "site-packages" in code.parts else "upstream"
-    checkout = hashlib.sha256(str(Path(__file__).resolve().parents[2]).encode()).hexdigest()[:6]
+    checkout = hashlib.sha256(str(Path(__file__).resolve().parents[3]).encode()).hexdigest()[:6]  # the repo root
     kind = f"cosyvoice{generation}-{size}-{origin}-{checkout}"  # each checkout keeps its own builds
     digest = hashlib.sha256(f"{generation}/{size}/{seed}/{code}".encode())
     for source in sorted(Path(__file__).parent.glob("*.py")):

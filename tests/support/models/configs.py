@@ -57,7 +57,7 @@ FULL = Sizes(
 )  # fmt: skip
 
 _COMMON = """\
-# A random CosyVoice{generation} for tests and benchmarks, written by tests/models (sizes: {size_name}).
+# A random CosyVoice{generation} for tests and benchmarks, written by tests/support/models (sizes: {size_name}).
 __set_seed1: !apply:random.seed [{seed}]
 __set_seed2: !apply:numpy.random.seed [{seed}]
 __set_seed3: !apply:torch.manual_seed [{seed}]

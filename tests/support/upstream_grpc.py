@@ -1,9 +1,8 @@
 """Upstream's gRPC client for the tests: stubs generated from upstream's proto (ours where upstream's code is not
-at hand), and calls made in a client process of its own (tests/grpc_client.py)."""
+at hand), and calls made in a client process of its own (grpc_client.py beside this file)."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +11,9 @@ import numpy as np
 import soxr
 from grpc_tools import protoc
 
-from tests.audio_utils import decode
+from tests.support.audio import decode
 
-OUR_PROTO = Path(__file__).resolve().parents[1] / "app" / "api" / "runtime" / "cosyvoice.proto"
+OUR_PROTO = Path(__file__).resolve().parents[2] / "app" / "api" / "runtime" / "cosyvoice.proto"
 CLIENT = Path(__file__).resolve().parent / "grpc_client.py"
 
 
@@ -33,12 +32,6 @@ def generate_stubs(proto: Path, out: Path) -> Path:
     code = protoc.main(["protoc", f"-I{proto.parent}", f"--python_out={out}", f"--grpc_python_out={out}", str(proto)])
     assert code == 0, f"protoc failed on {proto}"
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def raw_prompt(wav_file: bytes, tmp_path: Path) -> Path:

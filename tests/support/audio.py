@@ -1,4 +1,5 @@
-"""Audio helpers for tests: encode generated audio into real formats, decode what the service returns."""
+"""Audio for the tests: encode generated audio into real formats, decode what the service returns, and what a
+decoder may add or drop."""
 
 import io
 from dataclasses import dataclass
@@ -8,6 +9,7 @@ import numpy as np
 
 from app.core import prosody
 from app.core.audio import wav_bytes as wav  # noqa: F401 - re-exported for the tests
+from tests.support.speech import ENGINE_RATE
 
 # (container format, codec, file suffix, extra codec options)
 FORMATS = {
@@ -85,3 +87,25 @@ def tone(seconds: float, rate: int = 16000, f0: float = 150.0, amplitude: float 
     voiced = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 6))
     envelope = 0.55 + 0.45 * np.sin(2 * np.pi * 4 * t)
     return (amplitude * voiced * envelope / 2).astype(np.float32)
+
+
+def decoder_slack(name: str, rate: int) -> int:
+    """Samples a decoder may add or drop: one codec frame plus the codec's documented delay."""
+    return {
+        "mp3": 1152,  # one frame; the stream's Info frame tells decoders LAME's delay
+        "opus": 960 + 312 * rate // 48000,  # one 20 ms frame (at 48 kHz) + the pre-skip (312 at 48 kHz)
+        "aac": 1024 + 1024,  # one frame + AAC-LC's priming, which ADTS has no field to announce
+        "flac": 0,
+        "wav": 0,
+        "pcm": 0,
+    }[name] + (2 if name in ("wav", "pcm", "flac") else 0)
+
+
+def audible(response, rate: int = ENGINE_RATE) -> Decoded:
+    """A 200 answer's audio, checked: it decodes at ``rate``, lasts over 0.2 s, and is finite and not silent."""
+    assert response.status_code == 200, response.text
+    decoded = decode(response.content)
+    assert decoded.rate == rate
+    assert decoded.seconds > 0.2
+    assert np.isfinite(decoded.samples).all() and decoded.rms > 1e-4
+    return decoded

@@ -8,7 +8,7 @@ tokenizers then add ``<|endofprompt|>`` at 151646, the id CosyVoice3's LLM hard-
 import json
 from pathlib import Path
 
-from tests.models.configs import QWEN_VOCAB, Sizes
+from tests.support.models.configs import QWEN_VOCAB, Sizes
 
 FIRST_SPECIAL_ID = 151643  # <|endoftext|> in Qwen2's vocabulary
 

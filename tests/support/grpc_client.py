@@ -2,7 +2,7 @@
 generated from a proto file, ``Inference`` calls whose ``tts_audio`` chunks are joined.
 
 It runs in a process of its own: its stubs and the server's describe the same messages, which one protobuf
-descriptor pool cannot hold twice. Usage: ``python tests/grpc_client.py STUBS_DIR ADDRESS < calls.json``; each
+descriptor pool cannot hold twice. Usage: ``python tests/support/grpc_client.py STUBS_DIR ADDRESS < calls.json``; each
 call is ``{"kind": "sft_request", "fields": {...}, "prompt_file": path, "cancel_after": n, "metadata": [[k, v]]}``
 and the answer, on stdout, a list of ``{"chunks", "audio_file"}`` or ``{"code", "details"}``.
 """
