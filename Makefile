@@ -88,8 +88,9 @@ test-lane-fr-infer-cv2: $(VENV)/.cosyvoice-installed
 
 # a static pattern rule: make searches no implicit rule for a phony target
 test-lane-upstream-cv2 test-lane-upstream-cv3: test-lane-upstream-%: $(VENV)/.cosyvoice-installed
-	$(WITH_UPSTREAM) $(BIN)/pytest -q --lane upstream-$* tests/test_cosyvoice.py tests/test_cosyvoice_runtime.py \
-		tests/test_cosyvoice_openai.py tests/test_cosyvoice_doors.py tests/test_cosyvoice_exact.py
+	$(WITH_UPSTREAM) $(BIN)/pytest -q --lane upstream-$* tests/engines/test_cosyvoice.py \
+		tests/engines/test_cosyvoice_runtime.py tests/engines/test_cosyvoice_openai.py \
+		tests/engines/test_cosyvoice_doors.py tests/engines/test_cosyvoice_exact.py
 
 bench: install $(ENGINE_INSTALL)
 	$(WITH_UPSTREAM) COSYVOICE_ENGINE=$(ENGINE) $(BIN)/python scripts/bench.py

@@ -66,7 +66,7 @@ def browser():
 
 # -- CosyVoice engine lanes ------------------------------------------------------------------------
 # One process runs one lane (one `cosyvoice` package can be imported per process); `make test` runs
-# the three in parallel. The CosyVoice contract (tests/test_cosyvoice*.py) runs on the lane given.
+# the three in parallel. The CosyVoice tests (tests/engines/test_cosyvoice*.py) run on the lane given.
 
 
 @dataclass(frozen=True)

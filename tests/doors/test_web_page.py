@@ -17,7 +17,7 @@ from tests.support.audio import decode, decode_pcm, tone, wav
 from tests.support.server import live_server
 from tests.support.speech import EN_PROMPT
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / ".artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / ".artifacts"  # at the repo root
 RATE = 24000
 LONG_TEXT = " ".join(
     [
