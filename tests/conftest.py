@@ -66,7 +66,8 @@ def browser():
 
 # -- CosyVoice engine lanes ------------------------------------------------------------------------
 # One process runs one lane (one `cosyvoice` package can be imported per process); `make test` runs
-# the three in parallel. The CosyVoice tests (tests/engines/test_cosyvoice*.py) run on the lane given.
+# the three in parallel. The CosyVoice tests (tests/engines/test_cosyvoice*.py) and the engine contract
+# (tests/engines/test_contract.py, through ``any_engine``) run on the lane given.
 
 
 @dataclass(frozen=True)
@@ -168,3 +169,19 @@ def cloned(cv_engine, male_prompt) -> dict:
     from app.core.audio import prepare_prompt
 
     return cv_engine.make_voice(EN_PROMPT, prepare_prompt(male_prompt, "prompt_audio", 1.0, 30.0))
+
+
+@pytest.fixture(scope="module", params=["espeak", "cosyvoice"])
+def any_engine(request, engine, tmp_path_factory):
+    """Each engine in turn, for the engine contract: the embedded one, then CosyVoice on this lane's tiny model,
+    loaded as the service loads it (``load_engine``), once per module that asks for it."""
+    if request.param == "espeak":
+        return engine
+    from app.engines import load_engine
+    from tests.support.models import working_copy
+
+    tiny_model, lane_source = request.getfixturevalue("tiny_model"), request.getfixturevalue("lane_source")
+    folder = tmp_path_factory.mktemp("any_engine")
+    model_dir = working_copy(tiny_model, folder / "model")
+    settings = Settings(engine="cosyvoice", model_dir=model_dir, data_dir=folder / "data", src=lane_source)
+    return load_engine(settings).engine
