@@ -77,8 +77,8 @@ browser:
 			>$(VENV)/chromium-install.log 2>&1 || echo "installing chromium failed; the web page test will fail" >&2; }
 
 # Three engine lanes in parallel, each in a process of its own (one `cosyvoice` package per process):
-# the whole suite with the CosyVoice contract on cosyvoice2-fr-infer, and the contract on upstream's code
-# with a tiny CosyVoice2 and a tiny CosyVoice3.
+# the whole suite with the CosyVoice contract on cosyvoice2-fr-infer, and the engine contract and the CosyVoice
+# contract on upstream's code with a tiny CosyVoice2 and a tiny CosyVoice3.
 test: install-cosyvoice lint browser
 	@$(MAKE) --no-print-directory -j3 --output-sync=target $(LANES:%=test-lane-%)
 
@@ -88,8 +88,9 @@ test-lane-fr-infer-cv2: $(VENV)/.cosyvoice-installed
 
 # a static pattern rule: make searches no implicit rule for a phony target
 test-lane-upstream-cv2 test-lane-upstream-cv3: test-lane-upstream-%: $(VENV)/.cosyvoice-installed
-	$(WITH_UPSTREAM) $(BIN)/pytest -q --lane upstream-$* tests/test_cosyvoice.py tests/test_cosyvoice_runtime.py \
-		tests/test_cosyvoice_openai.py tests/test_cosyvoice_doors.py tests/test_cosyvoice_exact.py
+	$(WITH_UPSTREAM) $(BIN)/pytest -q --lane upstream-$* tests/engines/test_contract.py \
+		tests/engines/test_cosyvoice.py tests/engines/test_cosyvoice_runtime.py tests/engines/test_cosyvoice_openai.py \
+		tests/engines/test_cosyvoice_doors.py tests/engines/test_cosyvoice_exact.py
 
 bench: install $(ENGINE_INSTALL)
 	$(WITH_UPSTREAM) COSYVOICE_ENGINE=$(ENGINE) $(BIN)/python scripts/bench.py

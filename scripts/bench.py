@@ -23,7 +23,7 @@ from app.config import Settings  # noqa: E402
 from app.core.engine import Mode, SynthesisRequest  # noqa: E402
 from app.core.formats import FORMATS, AudioOutput  # noqa: E402
 from app.engines.model_dir import cosyvoice_generation  # noqa: E402
-from tests.server import live_server  # noqa: E402
+from tests.support.server import live_server  # noqa: E402
 
 TEXTS = {
     "espeak": {
@@ -39,7 +39,7 @@ def tiny_model_if_needed(settings: Settings) -> Settings:
     if settings.engine != "cosyvoice" or cosyvoice_generation(settings.model_dir) is not None:
         return settings
     from app.engines.cosyvoice import import_upstream
-    from tests.models import cached_model, working_copy
+    from tests.support.models import cached_model, working_copy
 
     import_upstream(settings.src)
     model_dir = working_copy(cached_model(2, "tiny"), settings.data_dir / "bench-model")

@@ -1,8 +1,8 @@
 """Benchmark the CosyVoice engine at full size: the service beside upstream's own code, in one run.
 
 Builds (once, cached outside the project) randomly initialised models with the real shapes of
-CosyVoice2-0.5B and Fun-CosyVoice3-0.5B (tests/models: the same compute per token as the real weights;
-they stop at a realistic length, about 6 speech tokens per Chinese character, see tests/models/stopping.py)
+CosyVoice2-0.5B and Fun-CosyVoice3-0.5B (tests/support/models: the same compute per token as the real weights;
+they stop at a realistic length, about 6 speech tokens per Chinese character, see tests/support/models/stopping.py)
 and measures, for each in a process of its own:
 
 - parts: one LLM decode step, upstream's ``forward_one_step`` against the engine's batched step for 1, 2, 4
@@ -239,10 +239,10 @@ def peak_rss() -> str:
 
 def measure(generation: int, source: Path | None, phases: set[str], size: str, configs: set[str]) -> None:
     from app.engines.cosyvoice import import_upstream
-    from tests.audio_utils import wav
-    from tests.conftest import EN_PROMPT, spoken
-    from tests.models import cached_model, working_copy
-    from tests.server import live_server
+    from tests.support.audio import wav
+    from tests.support.models import cached_model, working_copy
+    from tests.support.server import live_server
+    from tests.support.speech import EN_PROMPT, spoken
 
     import_upstream(source)
     started = time.perf_counter()

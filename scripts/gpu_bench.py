@@ -64,7 +64,7 @@ def set_fp16(engine, on: bool) -> None:
 
 def load(generation: int, size: str, table: Table, source: Path, batch: int):
     from app.engines.cosyvoice import BatchOptions, CosyVoiceEngine
-    from tests.models import cached_model
+    from tests.support.models import cached_model
 
     started = time.perf_counter()
     model_dir = cached_model(generation, size)

@@ -26,7 +26,7 @@ from websockets.sync.client import connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.audio_utils import tone, wav  # noqa: E402
+from tests.support.audio import tone, wav  # noqa: E402
 
 TEXT = "The soak test speaks this sentence again and again, to see what the service holds. "
 PROMPT = wav(tone(4.0, 16000), 16000)

@@ -1,35 +1,23 @@
+"""The fixtures every folder of tests uses, and the engine lanes. What the tests share that is not a fixture is in
+tests/support."""
+
 import os
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from app.config import Settings
-from app.core.engine import Mode, SynthesisRequest
 from app.engines.espeak import EspeakEngine
-from app.main import create_app
-from tests.audio_utils import wav
-from tests.browser import browser  # noqa: F401 - a fixture
-from tests.server import live_server  # noqa: F401 - used by the tests through conftest
-
-ENGINE_RATE = 24000
-EN_PROMPT = "The quick brown fox jumps over the lazy dog, and then it runs back home again."
-ZH_PROMPT = "今天天气很好，我们一起去公园散步，然后回家吃饭。"
+from tests.support.audio import wav
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.server import running
+from tests.support.speech import EN_PROMPT, ENGINE_RATE, ZH_PROMPT, spoken
 
 
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     return Settings(data_dir=tmp_path / "data", model_dir=tmp_path / "no-model", engine="auto")
-
-
-@contextmanager
-def running(settings: Settings):
-    with TestClient(create_app(settings)) as client:
-        yield client
 
 
 @pytest.fixture
@@ -41,11 +29,6 @@ def client(settings):
 @pytest.fixture(scope="session")
 def engine() -> EspeakEngine:
     return EspeakEngine()
-
-
-def spoken(engine: EspeakEngine, text: str, speaker: str = "英文男", speed: float = 1.0) -> np.ndarray:
-    request = SynthesisRequest(Mode.SFT, text, speaker=speaker, speed=speed)
-    return np.concatenate(list(engine.synthesize(request)))
 
 
 @pytest.fixture(scope="session")
@@ -64,26 +47,27 @@ def chinese_prompt(engine) -> bytes:
     return wav(spoken(engine, ZH_PROMPT, "中文女"), ENGINE_RATE)
 
 
-def clone(client, spk_id: str, prompt: bytes, text: str = EN_PROMPT, **extra):
-    data = {"spk_id": spk_id, "prompt_text": text, **extra}
-    return client.post("/clone", data=data, files={"prompt_audio": ("prompt.wav", prompt, "audio/wav")})
+@pytest.fixture(scope="module")
+def browser():
+    """The system's Chromium, headless (tests/support/browser.py)."""
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(
+            f"Chromium is not installed at {CHROMIUM} (the browser tests need it): run `make browser`, or "
+            "`apt-get install chromium`, or point CHROMIUM at a Chromium binary",
+            pytrace=False,
+        )
+    from playwright.sync_api import sync_playwright
 
-
-def logged(caplog) -> list:
-    """Every record of the test so far, setup and call included: in a fixture's teardown, ``caplog.records``
-    holds the teardown's alone."""
-    return [r for phase in ("setup", "call") for r in caplog.get_records(phase)] + caplog.records
-
-
-def error_of(response) -> dict:
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
-    return body["error"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
 
 
 # -- CosyVoice engine lanes ------------------------------------------------------------------------
 # One process runs one lane (one `cosyvoice` package can be imported per process); `make test` runs
-# the three in parallel. The CosyVoice contract (tests/test_cosyvoice*.py) runs on the lane given.
+# the three in parallel. The CosyVoice tests (tests/engines/test_cosyvoice*.py) and the engine contract
+# (tests/engines/test_contract.py, through ``any_engine``) run on the lane given.
 
 
 @dataclass(frozen=True)
@@ -152,7 +136,7 @@ def lane_source(lane) -> Path | None:
 def tiny_model(lane, lane_source) -> Path:
     """This lane's tiny random model, built once by the lane's own upstream code and cached."""
     from app.engines.cosyvoice import import_upstream
-    from tests.models import cached_model
+    from tests.support.models import cached_model
 
     import_upstream(lane_source)
     return cached_model(lane.generation, "tiny")
@@ -161,7 +145,7 @@ def tiny_model(lane, lane_source) -> Path:
 @pytest.fixture
 def cv_settings(tiny_model, lane_source, tmp_path) -> Settings:
     """A model dir of its own per test: the weights are links, spk2info.pt is a copy that tests change."""
-    from tests.models import working_copy
+    from tests.support.models import working_copy
 
     model_dir = working_copy(tiny_model, tmp_path / "model")
     return Settings(engine="auto", model_dir=model_dir, data_dir=tmp_path / "data", src=lane_source, max_concurrency=3)
@@ -187,16 +171,17 @@ def cloned(cv_engine, male_prompt) -> dict:
     return cv_engine.make_voice(EN_PROMPT, prepare_prompt(male_prompt, "prompt_audio", 1.0, 30.0))
 
 
-def last_record(app, timeout: float = 10.0):
-    """The last stream's record, once every stream started is recorded as finished (a stream's worker ends, and
-    is recorded, just after its response's last byte)."""
-    synth, deadline = app.state.speech.synthesizer, time.monotonic() + timeout
-    while synth.stats.completed + synth.stats.cancelled + synth.stats.failed < synth.stats.started:
-        assert time.monotonic() < deadline, "the last stream was never recorded as finished"
-        time.sleep(0.01)
-    return synth.recent[-1]
+@pytest.fixture(scope="module", params=["espeak", "cosyvoice"])
+def any_engine(request, engine, tmp_path_factory):
+    """Each engine in turn, for the engine contract: the embedded one, then CosyVoice on this lane's tiny model,
+    loaded as the service loads it (``load_engine``), once per module that asks for it."""
+    if request.param == "espeak":
+        return engine
+    from app.engines import load_engine
+    from tests.support.models import working_copy
 
-
-def last_engine_seconds(app, timeout: float = 10.0) -> float:
-    """Seconds of audio the engine made for the last request, once its stream is recorded as finished."""
-    return last_record(app, timeout).samples / app.state.speech.engine.sample_rate
+    tiny_model, lane_source = request.getfixturevalue("tiny_model"), request.getfixturevalue("lane_source")
+    folder = tmp_path_factory.mktemp("any_engine")
+    model_dir = working_copy(tiny_model, folder / "model")
+    settings = Settings(engine="cosyvoice", model_dir=model_dir, data_dir=folder / "data", src=lane_source)
+    return load_engine(settings).engine

@@ -1,0 +1,106 @@
+"""A real server killed with SIGKILL during concurrent clones keeps every acknowledged voice, with its source."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.ports import free_port
+from tests.support.speech import EN_PROMPT
+
+ROUNDS = 6
+CLIENTS = 4
+NAMES = [f"v{i}" for i in range(6)]  # few names: most clones overwrite a voice another client saved
+
+
+def _start(data_dir: Path, port: int) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "COSYVOICE_ENGINE": "espeak",
+        "COSYVOICE_DATA_DIR": str(data_dir),
+        "COSYVOICE_MAX_CONCURRENCY": "4",
+        "COSYVOICE_LOG_LEVEL": "WARNING",
+    }
+    command = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port", str(port)]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            time.sleep(0.1)
+    server.kill()
+    raise AssertionError(f"the server did not start: {server.stderr.read().decode()[-2000:]}")
+
+
+def _clone_until_killed(url: str, prompt: bytes, acked: dict, sent: dict, seed: int, errors: list) -> None:
+    rng = random.Random(seed)
+    with httpx.Client(timeout=30) as client:
+        for i in range(1000):
+            name, transcript = rng.choice(NAMES), f"{EN_PROMPT} (client {seed} clone {i})"
+            sent.setdefault(name, set()).add(transcript)
+            files = {"prompt_audio": ("p.wav", prompt, "audio/wav")}
+            data = {"spk_id": name, "prompt_text": transcript, "overwrite": "true"}
+            try:
+                response = client.post(f"{url}/clone", data=data, files=files)
+            except httpx.TransportError:
+                return  # killed
+            if response.status_code != 200:
+                errors.append(f"{name}: {response.status_code} {response.text[:200]}")
+                return
+            acked[name] = (time.monotonic(), transcript)
+
+
+def test_sigkill_during_concurrent_clones_loses_nothing(tmp_path, male_prompt):
+    data_dir, port = tmp_path / "data", free_port()
+    url = f"http://127.0.0.1:{port}"
+    rng = random.Random(7)
+    acked: dict[str, tuple[float, str]] = {}  # name -> (when, transcript) of the last acknowledged clone
+    sent: dict[str, set[str]] = {}  # every transcript sent per name (a clone in flight may have landed)
+    errors: list[str] = []  # answers other than 200 while the server was up
+    for round_ in range(ROUNDS):
+        server = _start(data_dir, port)
+        _check(url, data_dir, acked, sent)
+        clients = [
+            threading.Thread(target=_clone_until_killed, args=(url, male_prompt, acked, sent, round_ * 10 + c, errors))
+            for c in range(CLIENTS)
+        ]
+        for client in clients:
+            client.start()
+        time.sleep(rng.uniform(0.3, 2.0))
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+        for client in clients:
+            client.join(30)
+    server = _start(data_dir, port)
+    try:
+        _check(url, data_dir, acked, sent)
+        assert len(acked) >= 3, "too few clones were acknowledged for the test to mean anything"
+        assert not errors, errors
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def _check(url: str, data_dir: Path, acked: dict, sent: dict) -> None:
+    health = httpx.get(f"{url}/health", timeout=10).json()
+    assert health["status"] == "ok", health
+    listed = set(httpx.get(f"{url}/get_available_spks", timeout=10).json()["cloned"])
+    assert set(acked) <= listed, f"acknowledged voices lost: {set(acked) - listed}"
+    folder = data_dir / "espeak"
+    sources = folder / "voice_sources"
+    for name in listed:
+        transcript = (sources / f"{name}.txt").read_text()  # every listed voice has its source
+        assert (sources / f"{name}.wav").stat().st_size > 44
+        assert transcript in sent[name], (name, transcript)
+    kept = list(sources.iterdir()) if sources.is_dir() else []
+    stray = [p.name for p in [*folder.iterdir(), *kept] if p.name.endswith((".tmp", ".new"))]
+    assert not stray, stray
+    assert sorted(p.name for p in kept) == sorted(f"{n}{s}" for n in listed for s in (".txt", ".wav"))
