@@ -182,6 +182,8 @@ class EspeakEngine:
         voice = f"{language}+{VARIANTS[settings['variant']]}"
         resampler = soxr.ResampleStream(self._lib.rate, self.sample_rate, 1, dtype="float32")
         for sentence in split_sentences(request.text):
+            if request.cancelled is not None and request.cancelled.is_set():  # nobody wants the rest
+                return
             audio = self._lib.speak(sentence, voice, rate, settings["pitch"], settings["range"])
             out = resampler.resample_chunk(audio)
             if out.size:

@@ -72,6 +72,12 @@ def test_other_bitrates_and_lengths(kbps, n):
     assert abs(lag(decoded, x)) <= 2
 
 
+def test_a_stream_with_nothing_encoded_is_empty():
+    assert Mp3Encoder(24000, 64).flush() == b""
+    encoder = Mp3Encoder(24000, 64)
+    assert encoder.encode(np.zeros(0, np.float32)) == b"" and encoder.flush() == b""
+
+
 def test_output_does_not_depend_on_chunking():
     x = signal(30011, 22050)
     whole = encode(x, 22050, x.size)

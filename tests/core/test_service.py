@@ -119,4 +119,5 @@ def test_a_name_mapped_to_a_users_voice_is_found_in_their_storage(tmp_path, male
         sample = {"audio_sample": ("p.wav", male_prompt, "audio/wav")}
         assert client.post("/v1/audio/voices", data={"name": "mine"}, files=sample).status_code == 200
         answer = client.post("/v1/audio/speech", json=speech)
-        assert answer.status_code == 200 and len(answer.content) > 4800
+        direct = client.post("/v1/audio/speech", json={**speech, "voice": "mine"})
+        assert answer.status_code == 200 and len(answer.content) > 4800 and answer.content == direct.content

@@ -155,6 +155,21 @@ def test_several_tasks_in_turn_on_one_connection(served):
             assert {e["header"]["task_id"] for e in events} == {task_id}
 
 
+@pytest.mark.parametrize("fmt", ["mp3", "opus", "wav", "pcm"])
+def test_a_task_with_nothing_to_say_finishes_in_every_format(served, fmt):
+    url, _app = served
+    with recording_logs() as logs, connect(url) as ws:
+        for task_id, text in (("silent", "..."), ("empty", None)):
+            ws.send(_run_task(task_id, format=fmt))
+            if text is not None:
+                ws.send(_action("continue-task", task_id, text=text))
+            ws.send(_action("finish-task", task_id))
+            events, _audio = _events_until(ws, "task-finished", "task-failed")
+            assert events[-1]["header"]["event"] == "task-finished", events[-1]
+            assert events[-1]["payload"]["usage"] == {"characters": 0}
+    assert not loud(logs), loud(logs)
+
+
 @pytest.mark.parametrize(
     ("frames", "code", "message"),
     [

@@ -19,6 +19,8 @@ from app.main import create_app
 
 KINDS = domain_error_kinds()
 SERVER_SIDE = {errors.EngineFailure, errors.StorageFailure, errors.StorageUnavailable, errors.VoiceTableUnavailable}
+# Wyoming's codes are the kind's name in snake case; a few spelled out, so that a change of rule shows
+WYOMING_CODES = {errors.NotFound: "not_found", errors.Busy: "busy", errors.StorageUnavailable: "storage_unavailable"}
 TABLES = {"seed": SEED, "openai": OPENAI, "dashscope": DASHSCOPE, "runtime": HTTP_ERRORS, "grpc": GRPC_ERRORS}
 
 
@@ -105,6 +107,9 @@ def test_every_http_door_answers_every_kind(app_client, monkeypatch, kind):
     assert runtime.json() == {"detail": "spk_id: made to fail"}
     for response in (seed, openai, dashscope, runtime):
         assert ("retry-after" in response.headers) == (kind is errors.Busy)
+        assert (response.headers.get("www-authenticate") == "Bearer") == (kind is errors.Unauthenticated)
+    if kind is errors.Busy:
+        assert {response.headers["retry-after"] for response in (seed, openai, dashscope, runtime)} == {"3"}
 
 
 @pytest.mark.parametrize("kind", KINDS, ids=lambda kind: kind.__name__)
@@ -127,4 +132,5 @@ def test_grpc_and_wyoming_name_every_kind(kind):
     assert isinstance(getattr(grpc.StatusCode, said.code), grpc.StatusCode)
     assert said.message == "tts_text: made to fail"
     event = wyoming_error(kind("text", "made to fail"))
-    assert event.data["code"] not in ("", "internal") and event.data["text"] == "text: made to fail"
+    assert event.type == "error" and event.data["text"] == "text: made to fail"
+    assert event.data["code"] == WYOMING_CODES.get(kind, event.data["code"])
