@@ -191,9 +191,14 @@ class Settings(BaseSettings):
         validation_alias="OSS_ACCESS_KEY_SECRET",
         description="The OSS access key secret: from the environment only, under OSS's own name; never logged.",
     )
-    storage_timeout_seconds: float = Field(10.0, gt=0, description="The timeout of each storage request.")
+    storage_timeout_seconds: float = Field(
+        3.0,
+        gt=0,
+        description="The timeout of each storage request. A request waits for one storage call at most its tries "
+        "times this, plus their backoff (3 s, 1 retry: 6.2 s).",
+    )
     storage_retries: int = Field(
-        2,
+        1,
         ge=0,
         le=10,
         description="Retries of a storage request, with exponential backoff, on 5xx answers and timeouts.",

@@ -1,5 +1,7 @@
-"""The event loop's own error reports, without a flood: out of file descriptors, asyncio reports every failed
-accept() (with a traceback, each time it retries); one line per interval, with a count, says the same."""
+"""The event loop's own reports, without a flood: out of file descriptors, asyncio reports every failed accept()
+(with a traceback, each time it retries): one line per interval, with a count, says the same. And a client that
+leaves while its audio is being written is the client's business: asyncio's warning about writes to a closed
+socket is dropped (the stream notices the client is gone and stops)."""
 
 import asyncio
 import logging
@@ -8,9 +10,19 @@ import time
 log = logging.getLogger(__name__)
 
 ACCEPT_FAILED = "socket.accept() out of system resource"
+WRITE_TO_CLOSED = "socket.send() raised exception."  # asyncio's warning from the fifth write after a close
 
 
-def quiet_accept_errors(loop: asyncio.AbstractEventLoop, interval: float = 30.0) -> None:
+class _ClientLeft(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != WRITE_TO_CLOSED
+
+
+_CLIENT_LEFT = _ClientLeft()
+
+
+def quiet_loop_reports(loop: asyncio.AbstractEventLoop, interval: float = 30.0) -> None:
+    logging.getLogger("asyncio").addFilter(_CLIENT_LEFT)  # the same object each time: added once
     previous = loop.get_exception_handler()
     state = {"last": -interval, "suppressed": 0}
 

@@ -31,8 +31,9 @@ from app.core.user_voices import DownloadCache, UserStorage
 from app.core.voice_store import Voices
 from app.core.voices import VoiceLibrary
 from app.engines import load_engine
-from app.loop_errors import quiet_accept_errors
+from app.loop_errors import quiet_loop_reports
 from app.storage import open_storage
+from app.storage.local import LocalStorage
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -45,11 +46,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_prompt_text_chars=settings.max_prompt_text_chars,
         prompt_min_seconds=settings.prompt_min_seconds,
         prompt_max_seconds=settings.prompt_max_seconds,
+        # each try's timeout, the tries, and their backoff (0.2 s, 0.4 s, ...)
+        storage_seconds=settings.storage_timeout_seconds * (settings.storage_retries + 1)
+        + 0.2 * (2**settings.storage_retries - 1),
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        quiet_accept_errors(asyncio.get_running_loop())
+        quiet_loop_reports(asyncio.get_running_loop())
         loaded = load_engine(settings, observer=metrics)
         synthesizer = Synthesizer(
             loaded.engine,
@@ -60,8 +64,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             observer=metrics,
         )
         cache = DownloadCache(settings.data_dir / "cache" / "downloads", int(settings.voice_cache_mb * 1024 * 1024))
-        users = UserStorage(open_storage(settings), loaded.engine, cache, settings.max_upload_bytes)
+        storage = open_storage(settings)
+        users = UserStorage(storage, loaded.engine, cache, settings.max_upload_bytes)
         library = VoiceLibrary(loaded.voices_dir, loaded.engine)
+        if isinstance(storage, LocalStorage):  # what a crash left in per-user storage, swept as the library's is
+            await asyncio.to_thread(storage.sweep)
+            await asyncio.to_thread(users.sweep_orphans)
         # with API keys every request acts for a user, who sees the built-ins and their own voices only
         voice_store = Voices(limits, loaded.engine, library, users, synthesizer, shared=keys is None)
         app.state.speech = SpeechService(loaded.engine, voice_store, synthesizer, limits, settings.mp3_bitrate_kbps)

@@ -8,12 +8,13 @@ from dataclasses import dataclass, replace
 from app.core.audio_stream import AudioStream
 from app.core.encoders import Encoder
 from app.core.engine import MODE_LABELS, Mode, SpeechEngine, SynthesisRequest
-from app.core.errors import Invalid, Missing, NotFound, Unsupported
+from app.core.errors import Invalid, Missing, NotFound, StorageFailure, StorageUnavailable, Unsupported
 from app.core.formats import AudioOutput
 from app.core.limits import Limits
 from app.core.names import VoiceName, name_problem
 from app.core.prompt_check import PromptReport, check_prompt
 from app.core.synthesis import Synthesizer
+from app.core.text import speakable_text
 from app.core.voice_store import BuiltVoice, Upload, Voices
 from app.core.voices import Voice
 
@@ -103,7 +104,7 @@ class SpeechService:
         return await asyncio.to_thread(check_prompt, data, self.limits, prompt_text)
 
     def check_text(self, text: str) -> str:
-        text = text.strip()
+        text = speakable_text(text).strip()
         if not text:
             raise Missing("text", "must not be empty")
         if not any(ch.isalnum() for ch in text):
@@ -163,7 +164,7 @@ class SpeechService:
         if not ref.alias or name_problem(ref.name) is None:  # an alias may be any string, e.g. "My Voice"
             try:
                 return await self.voices.get(VoiceName.check("voice", ref.name), user, ref.user_only)
-            except NotFound:
+            except (NotFound, StorageFailure, StorageUnavailable):  # storage down: what the name stands for
                 if not ref.alias:
                     raise
         try:
@@ -196,10 +197,12 @@ class SpeechService:
         return len(self.voices.library.names())
 
     async def readiness(self, timeout: float) -> dict:
-        """What /ready reports: the engine is loaded, the voice table reads, the storage answers within ``timeout``."""
-        checks = {"engine": "ok", "voice_table": "ok", "storage": "ok"}
+        """What /ready reports: the engine is loaded, the voice table reads, the storage answers within ``timeout``,
+        and saves work (checked again by a small write after one failed)."""
+        checks = {"engine": "ok", "voice_table": "ok", "storage": "ok", "saves": "ok"}
         checks["voice_table"] = await asyncio.to_thread(self.voices.library_problem) or "ok"
-        checks["storage"] = await self.voices.storage_problem(timeout) or "ok"
+        checks["storage"] = await self.voices.health.storage_problem(timeout) or "ok"
+        checks["saves"] = await self.voices.health.saves_problem(timeout) or "ok"
         ready = all(value == "ok" for value in checks.values())
         return {"ready": ready, "engine": self.engine.name, "storage_kind": self.voices.storage_name, "checks": checks}
 

@@ -17,7 +17,7 @@ from app.core.encoders import Encoder
 from app.core.errors import DomainError
 from app.core.formats import AudioOutput
 from app.core.speech import Disconnected, Prepared, SpeechRequest, SpeechService
-from app.core.text import SentenceBuffer
+from app.core.text import SentenceBuffer, speakable_text
 
 
 class _Continuing:
@@ -101,8 +101,9 @@ class SpeechTask:
         self._encoder = self._service.encoder(self._output, tempo)
 
     def add(self, text: str, flush: bool = False) -> None:
-        """More of the task's text: each sentence it completes (with ``flush``: all that is buffered) is spoken."""
-        for sentence in self._sentences(text, flush):
+        """More of the task's text: each sentence it completes (with ``flush``: all that is buffered) is spoken.
+        ``Invalid`` for text no protocol can carry back (it is refused whole, before any of it is buffered)."""
+        for sentence in self._sentences(speakable_text(text), flush):
             self._ready.put_nowait(sentence)
 
     def end(self) -> None:

@@ -11,6 +11,7 @@ class ObjectInfo:
     key: str
     size: int
     etag: str  # changes whenever the content changes
+    modified: float = 0.0  # when it was last written (Unix time)
 
 
 class ObjectNotFound(KeyError):

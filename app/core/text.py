@@ -1,10 +1,25 @@
-"""Text helpers shared by the engines."""
+"""Text helpers shared by the core and the engines."""
 
 import re
+
+from app.core.errors import Invalid
 
 _SENTENCE_END = re.compile(r"(?<=[。！？!?；;\n])|(?<=[.…])(?=\s)")
 _CLAUSE_END = re.compile(r"(?<=[，,、：:])")
 _MAX_SENTENCE_CHARS = 200
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # C0 controls but tab and line ends, and DEL
+
+
+def speakable_text(text: str) -> str:
+    """Text every engine and protocol can carry: control characters become spaces (a NUL would end the text for an
+    engine in C), and a lone surrogate (JSON's "\\ud800"), which no UTF-8 can hold, is refused."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise Invalid("text", "contains an invalid character (an unpaired surrogate)") from None
+    return _CONTROL.sub(" ", text)
 
 
 def split_sentences(text: str) -> list[str]:

@@ -29,6 +29,7 @@ from app.core.voices import Voice
 log = logging.getLogger(__name__)
 
 VOICE_FOLDER = "model/cosyvoice"
+ORPHAN_GRACE_SECONDS = 60.0  # a save writes its source and its voice file well within this
 MAX_KEY_PARTS = 8
 
 
@@ -116,6 +117,29 @@ class UserStorage:
 
     def user(self, user_id: VoiceName) -> "UserVoices":
         return UserVoices(self, user_id)
+
+    def sweep_orphans(self, grace: float = ORPHAN_GRACE_SECONDS) -> int:
+        """Remove the sources of voices whose file was never written (a crash between the two writes of a save),
+        the same rule as the shared library's start-up; a source younger than ``grace`` may be a save in progress
+        in another process, and is left. How many were removed."""
+        keys = set(self.storage.list(""))
+        removed = 0
+        for key in sorted(keys):
+            parts = key.split("/")
+            if len(parts) != 5 or "/".join(parts[1:4]) != f"{VOICE_FOLDER}/sources" or "." not in parts[4]:
+                continue
+            name, suffix = parts[4].rsplit(".", 1)
+            if suffix not in ("wav", "txt") or voice_key(parts[0], name) in keys:
+                continue
+            try:
+                if time.time() - self.storage.stat(key).modified < grace:
+                    continue
+            except ObjectNotFound:
+                continue
+            log.warning("removing the source of a voice that was never saved: %s", key)
+            self.storage.delete(key)
+            removed += 1
+        return removed
 
 
 class UserVoices:

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app.core.audio import PromptAudio, pcm16_wav, prepare_prompt
+from app.core.breaker import Breaker
 from app.core.engine import SpeechEngine, VoiceRejected
 from app.core.errors import (
+    DomainError,
     Invalid,
     Missing,
     NotFound,
@@ -24,13 +26,12 @@ from app.core.errors import (
 )
 from app.core.limits import Limits
 from app.core.names import VoiceName
+from app.core.storage_health import StorageHealth
 from app.core.synthesis import Synthesizer
 from app.core.user_voices import UserStorage, user_key
 from app.core.voices import Voice, VoiceLibrary
 
 log = logging.getLogger(__name__)
-
-_READINESS_KEY = "ready-probe"  # an object that need not exist: asking for it shows the storage answers
 
 
 @dataclass(frozen=True)
@@ -103,15 +104,32 @@ class Voices:
         # their own voices: the shared library's cloned voices belong to nobody's key
         self.shared = shared
         self._storage_threads = ThreadPoolExecutor(8, thread_name_prefix="storage")
-        self._probe_thread = ThreadPoolExecutor(1, thread_name_prefix="storage-probe")
-        self._probe: asyncio.Future | None = None
+        self.health = StorageHealth(users.storage, library.directory, synthesizer.observer)
+        self._breaker = Breaker()
+        self._deadline = limits.storage_seconds
 
     async def _run(self, user: VoiceName | None, fn, *args):
-        """Library calls in a thread; storage calls in threads of their own, so a slow bucket starves nothing."""
+        """Library calls in a thread; storage calls in threads of their own, so a slow bucket starves nothing, behind
+        the breaker (failing fast while the storage is down) and a deadline (a hanging call is not waited for)."""
         try:
             if user is None:
                 return await asyncio.to_thread(fn, *args)
-            return await asyncio.get_running_loop().run_in_executor(self._storage_threads, fn, *args)
+            self._breaker.before()
+            call = asyncio.get_running_loop().run_in_executor(self._storage_threads, fn, *args)
+            try:
+                result = await asyncio.wait_for(call, self._deadline)
+            except TimeoutError:
+                problem = f"the storage did not answer within {self._deadline:g} s"
+                self._breaker.failed(problem)
+                raise StorageUnavailable("storage", problem) from None
+            except StorageUnavailable as exc:
+                self._breaker.failed(exc.problem)
+                raise
+            except DomainError:  # an answer (not found, refused): the storage is there
+                self._breaker.succeeded()
+                raise
+            self._breaker.succeeded()
+            return result
         except (StorageFailure, StorageUnavailable, VoiceTableUnavailable) as exc:
             self._synthesizer.observer.storage_failed(exc)
             raise
@@ -155,12 +173,22 @@ class Voices:
                 if user_only:
                     raise
                 not_theirs = exc
+            except (StorageFailure, StorageUnavailable):
+                # the user's storage is down: a voice the server has itself still speaks (a voice of the user's own
+                # by that name, if there is one, cannot be read now); any other name fails with the storage's error
+                if user_only or not await self._server_has(name):
+                    raise
         if self.shared:
             return await self._run(None, self.library.get, name)
         # with API keys only the built-ins: a shared voice's name (or that it cannot be used) is not told
         if name not in self.library.builtin_ids():
             raise not_theirs or NotFound("voice", f"no voice named {name!r}")
         return await self._run(None, self.library.get, name)
+
+    async def _server_has(self, name: VoiceName) -> bool:
+        if name in self.library.builtin_ids():
+            return True
+        return self.shared and name in await self._run(None, self.library.names)
 
     async def names(self, user: VoiceName | None = None) -> list[str]:
         """The cloned voices: the user's own with a user, else the shared library's."""
@@ -193,7 +221,12 @@ class Voices:
 
     async def save(self, name: VoiceName, built: BuiltVoice, overwrite: bool, user: VoiceName | None = None) -> Voice:
         store = self.store(user)
-        voice = await self._run(user, store.save, name, built.profile, built.prompt_text, built.prompt, overwrite)
+        try:
+            voice = await self._run(user, store.save, name, built.profile, built.prompt_text, built.prompt, overwrite)
+        except (StorageFailure, StorageUnavailable, VoiceTableUnavailable) as exc:
+            self.health.save_failed(exc.problem, in_library=user is None)
+            raise
+        self.health.save_succeeded()
         log.info("saved voice %r from %.1f s of speech", name, built.prompt.speech_seconds)
         return voice
 
@@ -207,28 +240,6 @@ class Voices:
     async def delete(self, name: VoiceName, user: VoiceName | None = None) -> None:
         await self._run(user, self.store(user).delete, name)
 
-    async def storage_problem(self, timeout: float) -> str | None:
-        """None when the storage answers within ``timeout`` (asked for an object that need not exist), else why
-        not. One probe at a time, in a thread of its own: a hanging bucket never holds the threads requests need,
-        however often readiness is asked."""
-        if self._probe is None or self._probe.done():
-            run = asyncio.get_running_loop().run_in_executor
-            self._probe = run(self._probe_thread, self.users.storage.exists, _READINESS_KEY)
-            self._probe.add_done_callback(self._probe_ended)
-        try:
-            await asyncio.wait_for(asyncio.shield(self._probe), timeout)
-        except TimeoutError:
-            return f"no answer within {timeout:g} s"
-        except (StorageFailure, StorageUnavailable) as exc:
-            return exc.problem
-        return None
-
-    def _probe_ended(self, probe: asyncio.Future) -> None:
-        """Each probe's failure counted once, and retrieved even when every caller stopped waiting for it."""
-        error = None if probe.cancelled() else probe.exception()
-        if isinstance(error, StorageFailure | StorageUnavailable):
-            self._synthesizer.observer.storage_failed(error)
-
     def shutdown(self) -> None:
         self._storage_threads.shutdown(wait=False, cancel_futures=True)
-        self._probe_thread.shutdown(wait=False, cancel_futures=True)
+        self.health.shutdown()

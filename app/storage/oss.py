@@ -86,4 +86,4 @@ class OssStorage:
 
     def stat(self, key: str) -> ObjectInfo:
         meta = self._call("inspect", key, self._bucket.get_object_meta)
-        return ObjectInfo(key, int(meta.content_length), meta.etag)
+        return ObjectInfo(key, int(meta.content_length), meta.etag, float(meta.last_modified or 0))

@@ -60,7 +60,7 @@ def test_ready_says_what_is_not_ready_and_storage_errors_are_counted(settings, m
     with live_server(settings) as (url, _app):
         ready = httpx.get(f"{url}/ready")
         assert ready.status_code == 200 and ready.json()["ready"] is True
-        assert ready.json()["checks"] == {"engine": "ok", "voice_table": "ok", "storage": "ok"}
+        assert ready.json()["checks"] == {"engine": "ok", "voice_table": "ok", "storage": "ok", "saves": "ok"}
         clone = {"spk_id": "kept", "prompt_text": EN_PROMPT}
         assert httpx.post(f"{url}/clone", data=clone, files={"prompt_audio": ("p.wav", male_prompt)}).status_code == 200
 

@@ -2,6 +2,7 @@
 for what the SDK never sends (binary frames, broken JSON, idle gaps, several tasks in turn), by raw frames."""
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -170,6 +171,17 @@ def test_a_task_with_nothing_to_say_finishes_in_every_format(served, fmt):
     assert not loud(logs), loud(logs)
 
 
+def test_control_characters_are_spoken_around(served):
+    url, _app = served
+    with recording_logs() as logs, connect(url) as ws:
+        ws.send(_run_task("ctl", format="mp3"))
+        ws.send(_action("continue-task", "ctl", text="A \u0007 bell, \u0000 a nul and \u001b[31m an escape. Done."))
+        ws.send(_action("finish-task", "ctl"))
+        events, audio = _events_until(ws, "task-finished", "task-failed")
+    assert events[-1]["header"]["event"] == "task-finished" and decode(audio).seconds > 1
+    assert not loud(logs), loud(logs)
+
+
 @pytest.mark.parametrize(
     ("frames", "code", "message"),
     [
@@ -181,6 +193,11 @@ def test_a_task_with_nothing_to_say_finishes_in_every_format(served, fmt):
         ([_run_task("t", sample_rate=12345)], "InvalidParameter", "payload.parameters.sample_rate: "),
         ([_run_task("t"), _action("continue-task", "t", text="x" * 20_001)], "InvalidParameter", "input.text: 20001"),
         ([_run_task("t"), _action("continue-task", "other", text="Hi.")], "InvalidParameter", "header.task_id: "),
+        (
+            [_run_task("t"), _action("continue-task", "t", text="Hi \ud800 there.")],
+            "InvalidParameter",
+            "text: contains an invalid character (an unpaired surrogate)",
+        ),
     ],
 )
 def test_bad_frames_fail_the_task_with_a_reason(served, frames, code, message):
@@ -291,3 +308,27 @@ def test_clients_that_leave_at_any_moment_leave_no_traceback(served):
         assert synth.active == 0
     errors = loud(records)
     assert not errors, errors
+
+
+def test_clients_that_vanish_mid_audio_are_not_warned_about(served):
+    """A client whose connection is gone while its audio is being written (no close frame: the socket dies) is the
+    client's business: no asyncio warning per connection (it used to be 40-72 lines per 300 drops)."""
+    import socket
+
+    url, app = served
+    with recording_logs() as records:
+        for n in range(12):
+            ws = connect(url)
+            ws.send(_run_task(f"v{n}", format="pcm"))
+            ws.send(_action("continue-task", f"v{n}", text=SENTENCE * 30))
+            ws.recv(timeout=10)  # task-started: audio is on its way
+            ws.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            ws.socket.close()  # a reset, as a phone losing its network
+        synth = app.state.speech.synthesizer
+        deadline = time.monotonic() + 20
+        while synth.active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+    warned = [r.getMessage() for r in records if r.name == "asyncio" and r.levelno >= logging.WARNING]
+    assert not warned, warned
+    assert not loud(records), loud(records)

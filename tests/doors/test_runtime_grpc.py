@@ -94,3 +94,41 @@ def test_a_bug_is_internal_with_a_fixed_message(served, stubs):
     app.state.speech.engine.synthesize = broken
     (result,) = call(stubs, port, [{"kind": "sft_request", "fields": {"spk_id": "英文男", "tts_text": "Hi."}}])
     assert result == {"code": "INTERNAL", "details": "synthesis failed; the server log has the details"}
+
+
+@pytest.mark.parametrize(
+    ("message", "details"),
+    [
+        (b"\xff\xff\xff\xff\xff", "not a cosyvoice.Request (DecodeError)"),
+        (b"\x0a\x05\x0a\x03\xff\xfe\xfd", "not a cosyvoice.Request"),  # a string field that is not UTF-8
+        (b"\x0a" + b"\x80" * 12, "not a cosyvoice.Request"),  # a length that never ends
+    ],
+)
+def test_bytes_that_are_not_a_request_are_invalid_argument_without_a_traceback(served, message, details):
+    import grpc
+
+    from tests.support.logs import loud, recording_logs
+
+    _url, port, _app = served
+    with recording_logs() as logs, grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        inference = channel.unary_stream("/cosyvoice.CosyVoice/Inference")  # bytes in, bytes out
+        with pytest.raises(grpc.RpcError) as refused:
+            list(inference(message, timeout=10))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details().startswith(details)
+    assert not loud(logs), loud(logs)
+
+
+def test_a_message_over_the_upload_limit_is_invalid_argument(tmp_path):
+    import grpc
+
+    port = free_port()
+    with (
+        live_server(long_settings(tmp_path, grpc_port=port, max_upload_mb=1.0)),
+        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        inference = channel.unary_stream("/cosyvoice.CosyVoice/Inference")
+        with pytest.raises(grpc.RpcError) as refused:
+            list(inference(b"\x00" * (1024 * 1024 + 10), timeout=10))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == "the message is 1048586 bytes; at most 1048576 (COSYVOICE_MAX_UPLOAD_MB)"

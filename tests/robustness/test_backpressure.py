@@ -55,6 +55,17 @@ def test_a_full_queue_is_a_429_at_once_in_every_doors_shape(tmp_path, monkeypatc
         result = dashscope.HttpSpeechSynthesizer.call(model="cosyvoice-v2", text="Hello.", voice="longxiaochun")
         assert result.status_code == 429 and result.code == "Throttling"
 
+        # DashScope's server-sent events: refused before the stream starts, with Retry-After
+        body = {"model": "cosyvoice-v2", "input": {"text": "Hello.", "voice": "longxiaochun"}}
+        sse = httpx.post(
+            f"{url}/api/v1/services/audio/tts/SpeechSynthesizer",
+            json=body,
+            headers={"X-DashScope-SSE": "enable"},
+            timeout=10,
+        )
+        assert sse.status_code == 429 and sse.json()["code"] == "Throttling" and int(sse.headers["retry-after"]) >= 1
+        assert sse.headers["content-type"] == "application/json"
+
         ws_url = url.replace("http://", "ws://") + "/api-ws/v1/inference"
         with pytest.raises(Exception, match="Throttling"):
             SpeechSynthesizer(model="cosyvoice-v2", voice="longxiaochun", url=ws_url).call("Hello there.")
@@ -63,7 +74,7 @@ def test_a_full_queue_is_a_429_at_once_in_every_doors_shape(tmp_path, monkeypatc
         assert refused["code"] == grpc.StatusCode.RESOURCE_EXHAUSTED.name and "retry in" in refused["details"]
 
         metrics = httpx.get(f"{url}/metrics").text
-        assert 'cosyvoice_rejected_total{reason="queue_full"} 6.0' in metrics
+        assert 'cosyvoice_rejected_total{reason="queue_full"} 7.0' in metrics
         assert app.state.speech.synthesizer.waiting == 0
 
 

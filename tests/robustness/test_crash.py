@@ -19,13 +19,17 @@ CLIENTS = 4
 NAMES = [f"v{i}" for i in range(6)]  # few names: most clones overwrite a voice another client saved
 
 
-def _start(data_dir: Path, port: int) -> subprocess.Popen:
+KEY = "k" * 32
+
+
+def _start(data_dir: Path, port: int, keys: Path | None = None) -> subprocess.Popen:
     env = {
         **os.environ,
         "COSYVOICE_ENGINE": "espeak",
         "COSYVOICE_DATA_DIR": str(data_dir),
         "COSYVOICE_MAX_CONCURRENCY": "4",
         "COSYVOICE_LOG_LEVEL": "WARNING",
+        **({"COSYVOICE_API_KEYS_FILE": str(keys)} if keys else {}),
     }
     command = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port", str(port)]
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -42,7 +46,7 @@ def _start(data_dir: Path, port: int) -> subprocess.Popen:
 
 def _clone_until_killed(url: str, prompt: bytes, acked: dict, sent: dict, seed: int, errors: list) -> None:
     rng = random.Random(seed)
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {KEY}"}) as client:
         for i in range(1000):
             name, transcript = rng.choice(NAMES), f"{EN_PROMPT} (client {seed} clone {i})"
             sent.setdefault(name, set()).add(transcript)
@@ -104,3 +108,44 @@ def _check(url: str, data_dir: Path, acked: dict, sent: dict) -> None:
     stray = [p.name for p in [*folder.iterdir(), *kept] if p.name.endswith((".tmp", ".new"))]
     assert not stray, stray
     assert sorted(p.name for p in kept) == sorted(f"{n}{s}" for n in listed for s in (".txt", ".wav"))
+
+
+def test_sigkill_during_concurrent_keyed_clones_leaves_nothing_behind(tmp_path, male_prompt):
+    """With API keys the voices live in the user's storage folder: the same promise, and start-up sweeps what the
+    crashes left there (temp files at once; sources whose voice file never came once they are a minute old)."""
+    data_dir, port, keys = tmp_path / "data", free_port(), tmp_path / "keys"
+    keys.write_text(f"{KEY} alice\n")
+    url, acked, sent, errors = f"http://127.0.0.1:{port}", {}, {}, []
+    folder = data_dir / "storage" / "alice" / "model" / "cosyvoice"
+    for round_ in range(3):
+        server = _start(data_dir, port, keys)
+        clients = [
+            threading.Thread(target=_clone_until_killed, args=(url, male_prompt, acked, sent, round_ * 10 + c, errors))
+            for c in range(CLIENTS)
+        ]
+        for client in clients:
+            client.start()
+        time.sleep(0.5 + round_ * 0.4)
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+        for client in clients:
+            client.join(30)
+    for path in folder.rglob("*"):  # a minute later
+        then = time.time() - 120
+        os.utime(path, (then, then))
+    server = _start(data_dir, port, keys)
+    try:
+        with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {KEY}"}) as client:
+            listed = set(client.get(f"{url}/get_available_spks").json()["cloned"])
+            assert set(acked) <= listed and len(acked) >= 3, (acked, listed)
+            for name in listed:
+                assert client.post(f"{url}/tts/pcm", json={"tts_text": "Hi.", "spk_id": name}).status_code == 200
+        assert not errors, errors
+        left = sorted(p.name for p in folder.rglob("*") if p.is_file())
+        expected = sorted([f"{n}.pt" for n in listed] + [f"{n}{s}" for n in listed for s in (".txt", ".wav")])
+        assert left == expected  # no temp file, no source without its voice
+        for name in listed:
+            assert (folder / "sources" / f"{name}.txt").read_text() in sent[name]
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
@@ -21,7 +22,7 @@ from app.api.dashscope.requests import speech_request, task_output
 from app.api.dashscope.results import Results
 from app.api.deps import Speech, caller_user, settings_of
 from app.api.errors import DoorError
-from app.core.speech_task import Audio, Done, Failed, SpeechTask
+from app.core.speech_task import Audio, Done, Failed, SentenceBegins, SpeechTask, TaskEvent
 
 log = logging.getLogger(__name__)
 
@@ -97,31 +98,60 @@ async def _events(speech, http: Request, params: SynthesisInput, request_id: str
     await task.start()  # an unknown voice is a JSON error, before any event
     task.add(params.text)
     task.end()
+    task_events = task.events(http.is_disconnected)
+    try:
+        early = await _until_audio(task_events)
+    except BaseException:
+        await task_events.aclose()
+        await task.close()
+        raise
+    number, audio_id, whole = 0, str(uuid.uuid4()), bytearray()
+
+    def render(event: TaskEvent) -> str | None:
+        nonlocal number
+        if isinstance(event, Audio):  # the tail too: the SDK joins only sentence events' audio
+            whole.extend(event.data)
+            number += 1
+            audio = {"data": base64.b64encode(event.data).decode(), "id": audio_id}
+            piece = {"type": "sentence-synthesis", "sentence": {"index": event.index}, "audio": audio}
+            return _event(number, {"request_id": request_id, "output": piece, "usage": None})
+        if isinstance(event, Done):
+            audio = _audio(http, bytes(whole), output.format.media_type)
+            final = {"request_id": request_id, "output": {"finish_reason": "stop", "audio": audio}}
+            return _event(number + 1, {**final, "usage": usage})
+        if isinstance(event, Failed):
+            said = DOOR.domain(event.error, {})
+            return _event(number + 1, error_body(said.code, said.message, request_id), said.status)
+        return None
 
     async def events():
-        number, audio_id, whole = 0, str(uuid.uuid4()), bytearray()
         try:
-            async with contextlib.aclosing(task.events(http.is_disconnected)) as task_events:
+            async with contextlib.aclosing(task_events):
+                for event in early:
+                    if (text := render(event)) is not None:
+                        yield text
                 async for event in task_events:
-                    if isinstance(event, Audio):  # the tail too: the SDK joins only sentence events' audio
-                        whole.extend(event.data)
-                        number += 1
-                        audio = {"data": base64.b64encode(event.data).decode(), "id": audio_id}
-                        piece = {"type": "sentence-synthesis", "sentence": {"index": event.index}, "audio": audio}
-                        yield _event(number, {"request_id": request_id, "output": piece, "usage": None})
-                    elif isinstance(event, Done):
-                        audio = _audio(http, bytes(whole), output.format.media_type)
-                        final = {"request_id": request_id, "output": {"finish_reason": "stop", "audio": audio}}
-                        yield _event(number + 1, {**final, "usage": usage})
-                    elif isinstance(event, Failed):
-                        said = DOOR.domain(event.error, {})
-                        yield _event(number + 1, error_body(said.code, said.message, request_id), said.status)
+                    if (text := render(event)) is not None:
+                        yield text
         except Exception:  # noqa: BLE001 - the answer has begun: end it with an error event
             log.exception("DashScope HTTP synthesis failed")
             message = "synthesis failed; the server log has the details"
             yield _event(number + 1, error_body("InternalError", message, request_id), 500)
 
     return _TaskEvents(task, events(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"})
+
+
+async def _until_audio(events: AsyncIterator[TaskEvent]) -> list[TaskEvent]:
+    """The task's events up to its first audio: a task that cannot begin (every slot busy, the voice's storage
+    down) is refused as a JSON error with its own status (429 with Retry-After) before the event stream starts."""
+    early = []
+    async for event in events:
+        if isinstance(event, Failed):
+            raise event.error
+        early.append(event)
+        if not isinstance(event, SentenceBegins):
+            break
+    return early
 
 
 class _TaskEvents(StreamingResponse):

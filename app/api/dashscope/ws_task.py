@@ -77,7 +77,10 @@ class Task:
         self.received += len(text)
         if self.received > MAX_TASK_CHARS:
             raise TaskFailure("InvalidParameter", f"the task's text is over {MAX_TASK_CHARS} characters")
-        self.speech_task.add(text, flush)
+        try:
+            self.speech_task.add(text, flush)
+        except DomainError as exc:
+            raise TaskFailure(*_code(exc)) from None
 
     def finish(self) -> None:
         if not self.finishing:

@@ -24,6 +24,9 @@ else:
 log = logging.getLogger(__name__)
 
 PROMPT_RATE = 16000  # upstream's prompt_audio: raw int16 at 16 kHz
+SERVICE = "cosyvoice.CosyVoice"
+IDLE_SECONDS = 60.0  # a connection with no call in flight for this long is closed; clients reconnect
+HANDSHAKE_SECONDS = 10.0  # as the HTTP port's header deadline
 _KINDS = {
     "sft_request": "sft",
     "zero_shot_request": "zero_shot",
@@ -40,7 +43,31 @@ def _prompt(raw: bytes) -> Upload | None:
     return Upload.from_pcm16(raw, PROMPT_RATE)
 
 
+class _Unreadable:
+    """Bytes that are not a ``cosyvoice.Request`` (or too many of them): the call answers INVALID_ARGUMENT."""
+
+    def __init__(self, problem: str):
+        self.problem = problem
+
+
+def _reader(max_bytes: int) -> Callable[[bytes], object]:
+    """The request's parser: grpc logs a traceback and answers UNKNOWN for a deserializer that raises, so this
+    one never does."""
+
+    def read(data: bytes) -> object:
+        if len(data) > max_bytes:
+            return _Unreadable(f"the message is {len(data)} bytes; at most {max_bytes} (COSYVOICE_MAX_UPLOAD_MB)")
+        try:
+            return cosyvoice_pb2.Request.FromString(data)
+        except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError, or anything its parser meets in hostile bytes
+            return _Unreadable(f"not a cosyvoice.Request ({type(exc).__name__})")
+
+    return read
+
+
 def _speech_request(request) -> SpeechRequest:
+    if isinstance(request, _Unreadable):
+        raise Invalid(None, request.problem)
     kind = request.WhichOneof("RequestPayload")
     if kind is None:
         raise Invalid(None, f"the request sets none of {', '.join(_KINDS)}")
@@ -109,8 +136,21 @@ async def start(
             f"COSYVOICE_GRPC_PORT is set but the gRPC stubs are missing ({_STUBS_MISSING}); "
             "`make install` generates them from app/api/runtime/cosyvoice.proto"
         )
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", max_message_bytes)])
-    cosyvoice_pb2_grpc.add_CosyVoiceServicer_to_server(CosyVoiceService(speech, keys, rejected), server)
+    options = [
+        # a message up to twice the limit reaches our reader, which refuses it with INVALID_ARGUMENT; a larger
+        # one is cut off by grpc itself (RESOURCE_EXHAUSTED) before it is held in memory
+        ("grpc.max_receive_message_length", 2 * max_message_bytes),
+        ("grpc.max_connection_idle_ms", int(IDLE_SECONDS * 1000)),  # a channel with no call is closed (GOAWAY)
+        ("grpc.server_handshake_timeout_ms", int(HANDSHAKE_SECONDS * 1000)),  # a connection that says nothing
+    ]
+    server = grpc.aio.server(options=options)
+    service = CosyVoiceService(speech, keys, rejected)
+    inference = grpc.unary_stream_rpc_method_handler(
+        service.Inference,
+        request_deserializer=_reader(max_message_bytes),
+        response_serializer=cosyvoice_pb2.Response.SerializeToString,
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Inference": inference}),))
     address = f"{host}:{port}"
     if server.add_insecure_port(address) == 0:
         raise RuntimeError(f"gRPC: cannot listen on {address}")

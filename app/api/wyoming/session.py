@@ -55,10 +55,6 @@ def _text(data: dict) -> str:
         raise Missing("text", "the event has no text")
     if not isinstance(text, str):
         raise Invalid("text", "expected a string")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise Invalid("text", "contains an invalid character (an unpaired surrogate)") from None
     return text
 
 

@@ -1,0 +1,198 @@
+"""Storage is not a single point of failure: built-in voices speak while OSS is down or hanging, a storage outage
+is noticed after a few failures and then answered at once (a circuit breaker), and a full disk is a 503 in every
+door's shape that /ready reports until space is back."""
+
+import base64
+import errno
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from app.core import breaker
+from app.core.breaker import Breaker
+from app.core.errors import StorageUnavailable
+from tests.support.audio import decode, decode_pcm
+from tests.support.doors import clone, error_of
+from tests.support.oss_server import OssServer
+from tests.support.server import running
+
+AK, SK = "test-ak", "test-sk"
+KEY = "k" * 32
+TEXT = "The storage is down, and I still speak."
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_breaker_opens_after_failures_in_a_row_and_closes_after_one_success():
+    clock = Clock()
+    guard = Breaker(failures=3, open_seconds=10, clock=clock)
+    for _ in range(2):
+        guard.before()
+        guard.failed("bucket down")
+    guard.before()
+    guard.succeeded()  # a success in between: the count starts again
+    for _ in range(3):
+        guard.before()
+        guard.failed("bucket down")
+    with pytest.raises(StorageUnavailable, match="bucket down; not tried again for about 10 s"):
+        guard.before()
+    clock.now += 10
+    guard.before()  # half-open: one call tries ...
+    with pytest.raises(StorageUnavailable):
+        guard.before()  # ... and only one
+    guard.failed("still down")
+    with pytest.raises(StorageUnavailable, match="still down"):
+        guard.before()
+    clock.now += 10
+    guard.before()
+    guard.succeeded()
+    guard.before()
+    assert not guard.is_open
+
+
+@pytest.fixture
+def oss():
+    with OssServer(access_key_id=AK, access_key_secret=SK, bucket="learn-wave", region="cn-beijing") as server:
+        yield server
+
+
+@pytest.fixture
+def keyed_oss(tmp_path, oss, monkeypatch):
+    """A server with API keys and OSS as the storage (1 s per try, one retry), the breaker open for 2 s."""
+    monkeypatch.setenv("OSS_ACCESS_KEY_ID", AK)
+    monkeypatch.setenv("OSS_ACCESS_KEY_SECRET", SK)
+    monkeypatch.setattr(breaker, "OPEN_SECONDS", 2.0)
+    keys = tmp_path / "keys"
+    keys.write_text(f"{KEY} alice\n")
+    from app.config import Settings
+
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        model_dir=tmp_path / "no-model",
+        api_keys_file=keys,
+        storage="oss",
+        oss_endpoint=oss.endpoint,
+        oss_region="cn-beijing",
+        storage_timeout_seconds=1.0,
+        storage_retries=1,
+        max_concurrency=4,
+        max_queued=64,
+    )
+    with running(settings) as client:
+        client.headers["Authorization"] = f"Bearer {KEY}"
+        yield client
+
+
+def _speak_builtins(client) -> None:
+    seed = client.post("/tts/pcm", json={"tts_text": TEXT, "spk_id": "中文女"})
+    assert seed.status_code == 200, seed.text
+    assert decode_pcm(seed.content, 24000).seconds > 1
+    openai = client.post("/v1/audio/speech", json={"model": "tts-1", "input": TEXT, "voice": "alloy"})
+    assert openai.status_code == 200, openai.text
+    assert decode(openai.content).seconds > 1
+
+
+def test_built_in_voices_speak_while_oss_fails_and_the_breaker_answers_at_once(keyed_oss, oss, male_prompt):
+    client = keyed_oss
+    assert clone(client, "mine", male_prompt).status_code == 200
+    oss.fail_next(10_000, status=503)
+    _speak_builtins(client)  # the user's folder is asked first, fails: the built-in speaks
+    own = client.post("/tts", json={"tts_text": TEXT, "spk_id": "mine"})
+    assert own.status_code == 503 and error_of(own)["code"] == "storage_unavailable"  # the third failure in a row
+    asked = len(oss.requests)
+    started = time.monotonic()
+    fast = client.post("/tts", json={"tts_text": TEXT, "spk_id": "mine"})
+    assert fast.status_code == 503 and time.monotonic() - started < 0.5 and len(oss.requests) == asked
+    assert error_of(fast)["message"].endswith("try again later; not tried again for about 2 s")
+    _speak_builtins(client)  # at once too
+    ready = client.get("/ready")
+    assert ready.status_code == 503 and ready.json()["checks"]["storage"] != "ok"
+
+    oss.fail_next(0)  # OSS is back: after the open interval one call tries, and service resumes
+    time.sleep(2.1)
+    back = client.post("/tts", json={"tts_text": TEXT, "spk_id": "mine"})
+    assert back.status_code == 200 and decode(back.content).seconds > 1
+    assert client.get("/ready").status_code == 200
+
+
+def test_a_hanging_bucket_holds_no_request_for_long(keyed_oss, oss):
+    client = keyed_oss
+    oss.stall_next(10_000, seconds=20.0)
+    started = time.monotonic()
+
+    def one(_):
+        response = client.post("/tts/pcm", json={"tts_text": "Still here.", "spk_id": "英文女"})
+        return response.status_code, time.monotonic() - started
+
+    with ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(one, range(24)))
+    assert {status for status, _ in answers} == {200}
+    # the first few wait for the timeouts (2 tries of 1 s); then the breaker answers for the storage at once
+    assert max(seconds for _, seconds in answers) < 12, answers
+    oss.stall_next(0)
+
+
+@pytest.fixture
+def keyed_local(tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text(f"{KEY} alice\n")
+    from app.config import Settings
+
+    settings = Settings(data_dir=tmp_path / "data", model_dir=tmp_path / "no-model", api_keys_file=keys)
+    with running(settings) as client:
+        client.headers["Authorization"] = f"Bearer {KEY}"
+        yield client
+
+
+def test_a_full_disk_is_a_503_in_every_door_s_shape_and_ready_recovers(keyed_local, tmp_path, monkeypatch, male_prompt):
+    client = keyed_local
+    assert clone(client, "kept", male_prompt).status_code == 200
+    stored = tmp_path / "data" / "storage" / "alice" / "model" / "cosyvoice" / "kept.pt"
+    before = stored.read_bytes()
+    from app.storage import local
+
+    full = threading.Event()
+    real_write = local.atomic_write_bytes
+
+    def write(path, data):
+        if full.is_set():
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, data)
+
+    monkeypatch.setattr(local, "atomic_write_bytes", write)
+    full.set()
+    seed = clone(client, "kept", male_prompt, overwrite="true")
+    assert seed.status_code == 503 and error_of(seed) == {
+        "code": "storage_unavailable",
+        "message": "storage: the storage folder cannot be written now (No space left on device)",
+    }
+    sample = {"audio_sample": ("p.wav", male_prompt, "audio/wav")}
+    openai = client.post("/v1/audio/voices", data={"name": "other"}, files=sample)
+    assert openai.status_code == 503 and openai.json()["error"] | {"message": ""} == {
+        "message": "",
+        "type": "server_error",
+        "param": "storage",
+        "code": "storage_unavailable",
+    }
+    url = "data:audio/wav;base64," + base64.b64encode(male_prompt).decode()
+    enroll = {"model": "voice-enrollment", "input": {"action": "create_voice", "target_model": "cosyvoice-v2"}}
+    enroll["input"] |= {"prefix": "full", "url": url}
+    dashscope = client.post("/api/v1/services/audio/tts/customization", json=enroll)
+    assert dashscope.status_code == 503 and set(dashscope.json()) == {"request_id", "code", "message"}
+    assert stored.read_bytes() == before  # nothing stored was damaged
+    assert not [p for p in stored.parent.rglob("*") if p.name.endswith(".tmp")]
+    ready = client.get("/ready")
+    assert ready.status_code == 503 and "No space left on device" in ready.json()["checks"]["saves"]
+    assert client.post("/tts/pcm", json={"tts_text": TEXT, "spk_id": "kept"}).status_code == 200  # it still speaks
+
+    full.clear()  # space again: the next /ready's probe write succeeds, and saves work
+    assert client.get("/ready").status_code == 200
+    assert clone(client, "kept", male_prompt, overwrite="true").status_code == 200
