@@ -96,8 +96,9 @@ bench: install $(ENGINE_INSTALL)
 	$(WITH_UPSTREAM) COSYVOICE_ENGINE=$(ENGINE) $(BIN)/python scripts/bench.py
 
 # A bounded mix of every door, disconnects, hostile bodies and clones at 4x the concurrency limit (10 min)
+# SOAK_ARGS=--keys-oss: API keys on every request, users' voices in OSS (the test server), an OSS outage mid-run
 soak: install
-	$(BIN)/python scripts/soak.py --seconds $(or $(SOAK_SECONDS),600)
+	$(BIN)/python scripts/soak.py --seconds $(or $(SOAK_SECONDS),600) $(SOAK_ARGS)
 
 # At 4x the concurrency limit on loopback: every request completes or gets a 429, /health latency, memory (60 s)
 load-test: install

@@ -194,8 +194,8 @@ class Settings(BaseSettings):
     storage_timeout_seconds: float = Field(
         3.0,
         gt=0,
-        description="The timeout of each storage request. A request waits for one storage call at most its tries "
-        "times this, plus their backoff (3 s, 1 retry: 6.2 s).",
+        description="The timeout of each storage request. A request stops waiting for a read of a user's storage "
+        "after twice its tries times this, plus their backoff (3 s, 1 retry: 12.4 s); writes are not abandoned.",
     )
     storage_retries: int = Field(
         1,

@@ -23,6 +23,7 @@ from app.api.seed import errors as seed_errors
 from app.api.seed import generate, sillytavern, tts, voices
 from app.api.wyoming import door as wyoming
 from app.config import Settings
+from app.core.breaker import Breaker
 from app.core.fetch import FetchPolicy
 from app.core.limits import Limits
 from app.core.speech import SpeechService
@@ -71,7 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(storage.sweep)
             await asyncio.to_thread(users.sweep_orphans)
         # with API keys every request acts for a user, who sees the built-ins and their own voices only
-        voice_store = Voices(limits, loaded.engine, library, users, synthesizer, shared=keys is None)
+        # a remote storage fails fast while it is down; a local disk's refusals (full) leave its reads alone
+        guard = Breaker() if settings.storage == "oss" else None
+        voice_store = Voices(limits, loaded.engine, library, users, synthesizer, shared=keys is None, breaker=guard)
         app.state.speech = SpeechService(loaded.engine, voice_store, synthesizer, limits, settings.mp3_bitrate_kbps)
         app.state.engine_reason = loaded.reason
         metrics.speech = app.state.speech

@@ -2,6 +2,9 @@
 
 Runs the service in a subprocess (`python -m app.server`, embedded engine, loopback) and prints what it saw; it
 asserts nothing. Usage: ``make soak`` or ``python scripts/soak.py --seconds 600 --workers 16``.
+
+``--keys-oss``: every request with an API key, users' voices in OSS (the test OSS server, which checks oss2's
+signatures), and an OSS outage (every call answered 503) through the middle third of the run.
 """
 
 import argparse
@@ -27,6 +30,7 @@ from websockets.sync.client import connect
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.audio import tone, wav  # noqa: E402
+from tests.support.oss_server import OssServer  # noqa: E402
 
 TEXT = "The soak test speaks this sentence again and again, to see what the service holds. "
 PROMPT = wav(tone(4.0, 16000), 16000)
@@ -39,6 +43,8 @@ HOSTILE = [
 
 
 GRPC_PORT = 0
+KEY = "soak-key-" + "k" * 24
+AUTH = {"Authorization": f"Bearer {KEY}"}
 
 
 def _free_port() -> int:
@@ -66,7 +72,8 @@ def _dashscope_ws(url: str, n: int) -> str:
     header = {"task_id": task_id, "streaming": "duplex"}
     params = {"voice": "longanyang", "format": rng_format(n), "sample_rate": 24000}
     run = {"model": "m", "task_group": "audio", "task": "tts", "function": "SpeechSynthesizer", "parameters": params}
-    with connect(url.replace("http://", "ws://") + "/api-ws/v1/inference", open_timeout=30) as ws:
+    address = url.replace("http://", "ws://") + "/api-ws/v1/inference"
+    with connect(address, open_timeout=30, additional_headers=AUTH) as ws:
         ws.send(json.dumps({"header": {**header, "action": "run-task"}, "payload": {**run, "input": {}}}))
         for text in (TEXT[:40], TEXT[40:]):
             ws.send(json.dumps({"header": {**header, "action": "continue-task"}, "payload": {"input": {"text": text}}}))
@@ -90,7 +97,8 @@ def _grpc(port: int) -> str:
         stub = cosyvoice_pb2_grpc.CosyVoiceStub(channel)
         request = cosyvoice_pb2.Request(sft_request=cosyvoice_pb2.sftRequest(spk_id="中文女", tts_text=TEXT))
         try:
-            return "OK" if sum(len(r.tts_audio) for r in stub.Inference(request, timeout=120)) else "EMPTY"
+            answers = stub.Inference(request, timeout=120, metadata=[("authorization", AUTH["Authorization"])])
+            return "OK" if sum(len(r.tts_audio) for r in answers) else "EMPTY"
         except grpc.RpcError as exc:
             return exc.code().name
 
@@ -149,7 +157,7 @@ def _large_bodies(url: str, pid: int, count: int = 20, megabytes: float = 19.5) 
 
     def send() -> None:
         try:
-            with httpx.Client(timeout=120) as client:
+            with httpx.Client(timeout=120, headers=AUTH) as client:
                 response = client.post(f"{url}/tts", content=body, headers={"content-type": "application/json"})
             statuses[str(response.status_code)] += 1
         except httpx.HTTPError as exc:
@@ -169,7 +177,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=600)
     parser.add_argument("--workers", type=int, default=16)  # 4x the default concurrency limit
+    parser.add_argument("--keys-oss", action="store_true", help="API keys on, OSS storage, an outage mid-run")
     args = parser.parse_args()
+    oss = OssServer(access_key_id="soak-ak", access_key_secret="soak-sk", bucket="soak", region="cn-beijing")
+    if args.keys_oss:
+        oss.__enter__()
 
     global GRPC_PORT
     data_dir, port, GRPC_PORT = Path(tempfile.mkdtemp(prefix="soak-")), _free_port(), _free_port()
@@ -181,6 +193,17 @@ def main() -> None:
         "COSYVOICE_LOG_LEVEL": "WARNING",
         "COSYVOICE_GRPC_PORT": str(GRPC_PORT),
     }
+    if args.keys_oss:
+        (data_dir / "keys").write_text(f"{KEY} alice\n")
+        env |= {
+            "COSYVOICE_API_KEYS_FILE": str(data_dir / "keys"),
+            "COSYVOICE_STORAGE": "oss",
+            "COSYVOICE_OSS_ENDPOINT": oss.endpoint,
+            "COSYVOICE_OSS_BUCKET": "soak",
+            "COSYVOICE_OSS_REGION": "cn-beijing",
+            "OSS_ACCESS_KEY_ID": "soak-ak",
+            "OSS_ACCESS_KEY_SECRET": "soak-sk",
+        }
     log_path = data_dir / "server.log"
     with open(log_path, "wb") as log:
         command = [sys.executable, "-m", "app.server", "--port", str(port)]
@@ -199,7 +222,7 @@ def main() -> None:
 
     def worker(seed: int) -> None:
         rng = random.Random(seed)
-        with httpx.Client(timeout=120) as client:
+        with httpx.Client(timeout=120, headers=AUTH) as client:
             n = 0
             while time.monotonic() < stop:
                 _one(client, url, rng, counts, seed * 100_000 + n)
@@ -208,8 +231,13 @@ def main() -> None:
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.workers)]
     for thread in threads:
         thread.start()
+    outage = (stop - args.seconds * 2 / 3, stop - args.seconds / 3) if args.keys_oss else (stop, stop)
     with httpx.Client(timeout=30) as probe:
         while time.monotonic() < stop:
+            if outage[0] <= time.monotonic() < outage[1]:
+                oss.fail_next(10**9, status=503)
+            elif time.monotonic() >= outage[1]:
+                oss.fail_next(0)
             started = time.perf_counter()
             probe.get(f"{url}/health")
             health.append(time.perf_counter() - started)
@@ -223,14 +251,20 @@ def main() -> None:
     large = _large_bodies(url, server.pid)
     server.terminate()
     server.wait(30)
+    if args.keys_oss:
+        oss.__exit__(None, None, None)
     stray = [p.name for p in data_dir.rglob("*") if p.name.endswith((".tmp", ".new"))]
     failures = ("task-failed", "INTERNAL", "UNKNOWN")  # the WebSocket's and gRPC's way of saying 5xx
+    unavailable = sum(v for k, v in counts.items() if k.split()[-1] == "503")  # the documented storage outage
     errors = sum(v for k, v in counts.items() if k.split()[-1].startswith("5") or k.split()[-1] in failures)
+    errors -= unavailable
     tracebacks = log_path.read_text(errors="replace").count("Traceback")
-    print(f"soak: {args.seconds:g} s, {args.workers} clients, {sum(counts.values())} requests")
+    mode = ", API keys, OSS with an outage through the middle third" if args.keys_oss else ""
+    print(f"soak: {args.seconds:g} s, {args.workers} clients{mode}, {sum(counts.values())} requests")
     for key in sorted(counts):
         print(f"  {key:28} {counts[key]}")
-    print(f"5xx (and failed tasks or RPCs): {errors}   tracebacks in the server log: {tracebacks}")
+    print(f"5xx other than 503 (and failed tasks or RPCs): {errors}   503: {unavailable}")
+    print(f"tracebacks in the server log: {tracebacks}")
     print(f"temp files left: {len(stray)}")
     p50, p99 = statistics.median(health) * 1000, float(np.percentile(health, 99)) * 1000
     print(f"/health: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(health)} probes)")

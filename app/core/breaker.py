@@ -17,7 +17,7 @@ OPEN_SECONDS = 15.0  # how long it stays open before one call tries again
 
 class Breaker:
     def __init__(self, failures: int | None = None, open_seconds: float | None = None, clock=time.monotonic):
-        self.failures = failures or FAILURES
+        self.failures = FAILURES if failures is None else failures
         self.open_seconds = OPEN_SECONDS if open_seconds is None else open_seconds
         self._clock = clock
         self._lock = threading.Lock()
@@ -40,6 +40,11 @@ class Breaker:
     def succeeded(self) -> None:
         with self._lock:
             self._failed, self._probing = 0, False
+
+    def released(self) -> None:
+        """The call ended without telling whether the storage works (it was cancelled, or a bug): another may try."""
+        with self._lock:
+            self._probing = False
 
     def failed(self, problem: str) -> None:
         with self._lock:

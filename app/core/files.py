@@ -4,6 +4,7 @@ import errno
 import logging
 import os
 import re
+import secrets
 import socket
 import tempfile
 import time
@@ -12,10 +13,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 log = logging.getLogger(__name__)
-# who writes a temp file (this host and process), in its name: a sweep can tell an interrupted write from one that
-# another process is making right now
-WRITER = f"{socket.gethostname()}-{os.getpid()}"
-_TEMP = re.compile(r"\..+\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.tmp")
+# who writes a temp file, in its name: this host, process, and a nonce of this process (a container's pid repeats
+# across restarts), so that a sweep can tell an interrupted write from one another process is making
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())
+WRITER = f"{_HOST}-{os.getpid()}-{secrets.token_hex(3)}"
+_TEMP = re.compile(r"\..+\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>\d+)-(?P<nonce>[0-9a-f]{6})\.[^.]+\.tmp")
+DEAD_WRITER_SECONDS = 60.0  # a write whose process seems gone is swept only this old: a host name may be shared
 # what a file system that does not fsync directories answers (anything else is logged as an error)
 _NO_DIRECTORY_SYNC = {errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES}
 
@@ -54,22 +57,25 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def interrupted_write(path: Path, max_age: float = 3600.0) -> bool:
-    """Whether ``path`` is the temp file of a write that will never finish: its writer, a process of this host, is
-    gone; or it is a temp file older than ``max_age`` (a writer on another host, or from before writers were named).
-    """
+    """Whether ``path`` is the temp file of a write that will never finish: a minute old and its writer, a process
+    of this host, gone (or this very process before a restart, by its nonce); or any temp file ``max_age`` old."""
     if not path.name.startswith(".") or not path.name.endswith(".tmp"):
         return False
-    tagged = _TEMP.fullmatch(path.name)
-    if tagged and tagged["host"] == socket.gethostname() and int(tagged["pid"]) != os.getpid():
-        try:
-            os.kill(int(tagged["pid"]), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:  # alive, another user's
-            return False
-        else:
-            return False
     try:
-        return time.time() - path.stat().st_mtime > max_age
+        age = time.time() - path.stat().st_mtime
     except FileNotFoundError:
         return False
+    tagged = _TEMP.fullmatch(path.name)
+    if age < DEAD_WRITER_SECONDS or tagged is None or tagged["host"] != _HOST:
+        return age > max_age
+    if f"{tagged['host']}-{tagged['pid']}-{tagged['nonce']}" == WRITER:
+        return False  # this process is writing it
+    if int(tagged["pid"]) == os.getpid():
+        return True  # the same pid, another nonce: an earlier process with this pid (a container restarted)
+    try:
+        os.kill(int(tagged["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):  # alive, another user's; or no pid of ours
+        return False
+    return False

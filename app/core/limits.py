@@ -9,4 +9,4 @@ class Limits:
     max_prompt_text_chars: int = 1000
     prompt_min_seconds: float = 1.0
     prompt_max_seconds: float = 30.0
-    storage_seconds: float = 10.0  # the longest a request waits for one storage call (its retries included)
+    storage_seconds: float = 10.0  # one storage call at its slowest (every try, and the backoff between)

@@ -20,7 +20,7 @@ import torch
 
 from app.core.audio import WIDE_RATE, PromptAudio, wav_bytes
 from app.core.engine import SpeechEngine
-from app.core.errors import AlreadyExists, Invalid, NotFound, TooLarge
+from app.core.errors import AlreadyExists, Invalid, NotFound, StorageFailure, StorageUnavailable, TooLarge
 from app.core.files import atomic_write_bytes
 from app.core.names import VoiceName
 from app.core.storage import ObjectNotFound, Storage
@@ -72,10 +72,15 @@ class DownloadCache:
             return data
 
     def put(self, key: str, etag: str, data: bytes) -> None:
+        """Best effort: a cache that cannot be written (a full disk) only means the next read downloads again."""
         if len(data) > self.max_bytes:
             return
         with self._lock:
-            atomic_write_bytes(self._path(key, etag), data)
+            try:
+                atomic_write_bytes(self._path(key, etag), data)
+            except OSError as exc:
+                log.warning("the download cache cannot be written (%s); reading from the storage", exc.strerror)
+                return
             _touch(self._path(key, etag))
             files = sorted((p.stat().st_mtime_ns, p.stat().st_size, p) for p in self.folder.iterdir() if p.is_file())
             total = sum(size for _, size, _ in files)
@@ -134,10 +139,11 @@ class UserStorage:
             try:
                 if time.time() - self.storage.stat(key).modified < grace:
                     continue
-            except ObjectNotFound:
+                log.warning("removing the source of a voice that was never saved: %s", key)
+                self.storage.delete(key)
+            except (ObjectNotFound, StorageFailure, StorageUnavailable) as exc:  # gone meanwhile, or not removable
+                log.warning("left %s: %s", key, exc)
                 continue
-            log.warning("removing the source of a voice that was never saved: %s", key)
-            self.storage.delete(key)
             removed += 1
         return removed
 

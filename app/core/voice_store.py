@@ -33,6 +33,9 @@ from app.core.voices import Voice, VoiceLibrary
 
 log = logging.getLogger(__name__)
 
+# reads of a user's storage (each a stat and a get at most): what a request may stop waiting for
+_READS = {"get", "fetch", "names", "created", "ensure_writable"}
+
 
 @dataclass(frozen=True)
 class Upload:
@@ -94,6 +97,7 @@ class Voices:
         users: UserStorage,
         synthesizer: Synthesizer,
         shared: bool,
+        breaker: Breaker | None = None,
     ):
         self.limits = limits
         self.engine = engine
@@ -105,8 +109,8 @@ class Voices:
         self.shared = shared
         self._storage_threads = ThreadPoolExecutor(8, thread_name_prefix="storage")
         self.health = StorageHealth(users.storage, library.directory, synthesizer.observer)
-        self._breaker = Breaker()
-        self._deadline = limits.storage_seconds
+        self._breaker = breaker
+        self._deadline = 2 * limits.storage_seconds  # a read: a stat and a get
 
     async def _run(self, user: VoiceName | None, fn, *args):
         """Library calls in a thread; storage calls in threads of their own, so a slow bucket starves nothing, behind
@@ -114,25 +118,38 @@ class Voices:
         try:
             if user is None:
                 return await asyncio.to_thread(fn, *args)
-            self._breaker.before()
-            call = asyncio.get_running_loop().run_in_executor(self._storage_threads, fn, *args)
-            try:
-                result = await asyncio.wait_for(call, self._deadline)
-            except TimeoutError:
-                problem = f"the storage did not answer within {self._deadline:g} s"
-                self._breaker.failed(problem)
-                raise StorageUnavailable("storage", problem) from None
-            except StorageUnavailable as exc:
-                self._breaker.failed(exc.problem)
-                raise
-            except DomainError:  # an answer (not found, refused): the storage is there
-                self._breaker.succeeded()
-                raise
-            self._breaker.succeeded()
-            return result
+            return await self._storage_call(fn, *args)
         except (StorageFailure, StorageUnavailable, VoiceTableUnavailable) as exc:
             self._synthesizer.observer.storage_failed(exc)
             raise
+
+    async def _storage_call(self, fn, *args):
+        """One operation on a user's storage, behind the breaker (remote storage only) and, for a read, a deadline
+        (a write is never abandoned half done: the storage's own timeouts bound it)."""
+        guard, outcome = self._breaker, None  # outcome: "ok", or why the storage failed
+        if guard is not None:
+            guard.before()
+        call = asyncio.get_running_loop().run_in_executor(self._storage_threads, fn, *args)
+        try:
+            result = await (asyncio.wait_for(call, self._deadline) if fn.__name__ in _READS else call)
+            outcome = "ok"
+        except TimeoutError:
+            outcome = f"the storage did not answer within {self._deadline:g} s"
+            raise StorageUnavailable("storage", outcome) from None
+        except StorageUnavailable as exc:
+            outcome = exc.problem
+            raise
+        except DomainError:  # an answer (not found, refused): the storage is there
+            outcome = "ok"
+            raise
+        finally:
+            if guard is not None and outcome == "ok":
+                guard.succeeded()
+            elif guard is not None and outcome is not None:
+                guard.failed(outcome)
+            elif guard is not None:  # cancelled, or a bug: neither tells whether the storage works
+                guard.released()
+        return result
 
     def store(self, user: VoiceName | None) -> VoiceStore:
         if user is None and not self.shared:

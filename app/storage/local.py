@@ -67,7 +67,11 @@ class LocalStorage:
         for path in self.root.rglob(".*.tmp"):
             if path.is_file() and interrupted_write(path):
                 log.warning("removing an interrupted write: %s", path)
-                path.unlink(missing_ok=True)
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:  # a read-only mount: served as it is
+                    log.warning("could not remove %s: %s", path, exc.strerror)
+                    continue
                 removed += 1
         return removed
 

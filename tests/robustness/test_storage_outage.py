@@ -4,6 +4,7 @@ door's shape that /ready reports until space is back."""
 
 import base64
 import errno
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +59,22 @@ def test_the_breaker_opens_after_failures_in_a_row_and_closes_after_one_success(
     assert not guard.is_open
 
 
+def test_a_probe_that_ends_without_an_answer_lets_another_try():
+    """A probing call that is cancelled (its client left) or ends in a bug proves nothing: the breaker must not
+    stay open for good."""
+    clock = Clock()
+    guard = Breaker(failures=3, open_seconds=10, clock=clock)
+    for _ in range(3):
+        guard.before()
+        guard.failed("down")
+    clock.now += 10
+    guard.before()
+    guard.released()
+    guard.before()  # the next call tries
+    guard.succeeded()
+    assert not guard.is_open
+
+
 @pytest.fixture
 def oss():
     with OssServer(access_key_id=AK, access_key_secret=SK, bucket="learn-wave", region="cn-beijing") as server:
@@ -108,10 +125,9 @@ def test_built_in_voices_speak_while_oss_fails_and_the_breaker_answers_at_once(k
     own = client.post("/tts", json={"tts_text": TEXT, "spk_id": "mine"})
     assert own.status_code == 503 and error_of(own)["code"] == "storage_unavailable"  # the third failure in a row
     asked = len(oss.requests)
-    started = time.monotonic()
     fast = client.post("/tts", json={"tts_text": TEXT, "spk_id": "mine"})
-    assert fast.status_code == 503 and time.monotonic() - started < 0.5 and len(oss.requests) == asked
-    assert error_of(fast)["message"].endswith("try again later; not tried again for about 2 s")
+    assert fast.status_code == 503 and len(oss.requests) == asked  # the breaker answered: OSS was not asked
+    assert re.search(r"try again later; not tried again for about \d s$", error_of(fast)["message"])
     _speak_builtins(client)  # at once too
     ready = client.get("/ready")
     assert ready.status_code == 503 and ready.json()["checks"]["storage"] != "ok"
@@ -135,8 +151,11 @@ def test_a_hanging_bucket_holds_no_request_for_long(keyed_oss, oss):
     with ThreadPoolExecutor(24) as pool:
         answers = list(pool.map(one, range(24)))
     assert {status for status, _ in answers} == {200}
-    # the first few wait for the timeouts (2 tries of 1 s); then the breaker answers for the storage at once
-    assert max(seconds for _, seconds in answers) < 12, answers
+    # the first ones wait for the timeouts (2 tries of 1 s each); the breaker then answers for the storage
+    assert max(seconds for _, seconds in answers) < 20, answers
+    asked = len(oss.requests)
+    after = client.post("/tts/pcm", json={"tts_text": "Still here.", "spk_id": "英文女"})
+    assert after.status_code == 200 and len(oss.requests) == asked  # the hanging bucket is not asked again
     oss.stall_next(0)
 
 
@@ -157,17 +176,17 @@ def test_a_full_disk_is_a_503_in_every_door_s_shape_and_ready_recovers(keyed_loc
     assert clone(client, "kept", male_prompt).status_code == 200
     stored = tmp_path / "data" / "storage" / "alice" / "model" / "cosyvoice" / "kept.pt"
     before = stored.read_bytes()
-    from app.storage import local
+    from app.core import files
 
     full = threading.Event()
-    real_write = local.atomic_write_bytes
+    real_write = files.atomic_write
 
-    def write(path, data):
+    def write(path, write_content):  # every file write of the process: the cache's and the storage's
         if full.is_set():
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(path, data)
+        return real_write(path, write_content)
 
-    monkeypatch.setattr(local, "atomic_write_bytes", write)
+    monkeypatch.setattr(files, "atomic_write", write)
     full.set()
     seed = clone(client, "kept", male_prompt, overwrite="true")
     assert seed.status_code == 503 and error_of(seed) == {
@@ -189,10 +208,11 @@ def test_a_full_disk_is_a_503_in_every_door_s_shape_and_ready_recovers(keyed_loc
     assert dashscope.status_code == 503 and set(dashscope.json()) == {"request_id", "code", "message"}
     assert stored.read_bytes() == before  # nothing stored was damaged
     assert not [p for p in stored.parent.rglob("*") if p.name.endswith(".tmp")]
-    ready = client.get("/ready")
-    assert ready.status_code == 503 and "No space left on device" in ready.json()["checks"]["saves"]
-    assert client.post("/tts/pcm", json={"tts_text": TEXT, "spk_id": "kept"}).status_code == 200  # it still speaks
+    ready = client.get("/ready")  # reported, and still ready: speech works
+    assert ready.status_code == 200 and "No space left on device" in ready.json()["checks"]["saves"]
+    for _ in range(4):  # reads go on (no breaker for a local disk), the download cache cannot be written either
+        assert client.post("/tts/pcm", json={"tts_text": TEXT, "spk_id": "kept"}).status_code == 200
 
     full.clear()  # space again: the next /ready's probe write succeeds, and saves work
-    assert client.get("/ready").status_code == 200
+    assert client.get("/ready").json()["checks"]["saves"] == "ok"
     assert clone(client, "kept", male_prompt, overwrite="true").status_code == 200

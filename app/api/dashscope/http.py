@@ -8,7 +8,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Request
@@ -138,7 +138,7 @@ async def _events(speech, http: Request, params: SynthesisInput, request_id: str
             message = "synthesis failed; the server log has the details"
             yield _event(number + 1, error_body("InternalError", message, request_id), 500)
 
-    return _TaskEvents(task, events(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"})
+    return _TaskEvents(task, task_events, events(), media_type="text/event-stream", headers={"X-Accel-Buffering": "no"})
 
 
 async def _until_audio(events: AsyncIterator[TaskEvent]) -> list[TaskEvent]:
@@ -157,14 +157,15 @@ async def _until_audio(events: AsyncIterator[TaskEvent]) -> list[TaskEvent]:
 class _TaskEvents(StreamingResponse):
     """Events of a SpeechTask that is closed on every path, even when the client left before the first event."""
 
-    def __init__(self, task: SpeechTask, *args, **kwargs):
+    def __init__(self, task: SpeechTask, task_events: AsyncGenerator, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._task = task
+        self._task, self._task_events = task, task_events
 
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
+            await self._task_events.aclose()  # its sentence first, then the task that holds the encoder
             await self._task.close()
 
 

@@ -27,6 +27,7 @@ PROMPT_RATE = 16000  # upstream's prompt_audio: raw int16 at 16 kHz
 SERVICE = "cosyvoice.CosyVoice"
 IDLE_SECONDS = 60.0  # a connection with no call in flight for this long is closed; clients reconnect
 HANDSHAKE_SECONDS = 10.0  # as the HTTP port's header deadline
+_SLACK_BYTES = 64 * 1024
 _KINDS = {
     "sft_request": "sft",
     "zero_shot_request": "zero_shot",
@@ -102,7 +103,8 @@ class CosyVoiceService(cosyvoice_pb2_grpc.CosyVoiceServicer if cosyvoice_pb2_grp
     async def Inference(self, request, context):  # noqa: N802 - the proto's name
         stream = None
         try:
-            request = acting_for(_speech_request(request), self._user(context))
+            user = self._user(context)  # the key first: a caller without one learns nothing else
+            request = acting_for(_speech_request(request), user)
             stream = await self.speech.synthesize(request, PCM, lambda: _gone(context))
             async for chunk in stream.chunks():
                 yield cosyvoice_pb2.Response(tts_audio=chunk)
@@ -137,9 +139,9 @@ async def start(
             "`make install` generates them from app/api/runtime/cosyvoice.proto"
         )
     options = [
-        # a message up to twice the limit reaches our reader, which refuses it with INVALID_ARGUMENT; a larger
+        # a message a little over the limit reaches our reader, which refuses it with INVALID_ARGUMENT; a larger
         # one is cut off by grpc itself (RESOURCE_EXHAUSTED) before it is held in memory
-        ("grpc.max_receive_message_length", 2 * max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes + _SLACK_BYTES),
         ("grpc.max_connection_idle_ms", int(IDLE_SECONDS * 1000)),  # a channel with no call is closed (GOAWAY)
         ("grpc.server_handshake_timeout_ms", int(HANDSHAKE_SECONDS * 1000)),  # a connection that says nothing
     ]
@@ -151,6 +153,7 @@ async def start(
         response_serializer=cosyvoice_pb2.Response.SerializeToString,
     )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"Inference": inference}),))
+    server.add_registered_method_handlers(SERVICE, {"Inference": inference})
     address = f"{host}:{port}"
     if server.add_insecure_port(address) == 0:
         raise RuntimeError(f"gRPC: cannot listen on {address}")
