@@ -206,6 +206,7 @@ def test_a_full_disk_is_a_503_in_every_door_s_shape_and_ready_recovers(keyed_loc
     enroll["input"] |= {"prefix": "full", "url": url}
     dashscope = client.post("/api/v1/services/audio/tts/customization", json=enroll)
     assert dashscope.status_code == 503 and set(dashscope.json()) == {"request_id", "code", "message"}
+    assert dashscope.json()["code"] == "ServiceUnavailable"
     assert stored.read_bytes() == before  # nothing stored was damaged
     assert not [p for p in stored.parent.rglob("*") if p.name.endswith(".tmp")]
     ready = client.get("/ready")  # reported, and still ready: speech works

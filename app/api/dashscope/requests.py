@@ -24,7 +24,8 @@ FIELDS = {
     "prompt_text": "prompt_text",
 }
 
-# how each core error is answered: HTTP status, DashScope's error code
+# how each core error is answered: HTTP status, DashScope's error code (the codes of the SDK's ErrorCode,
+# dashscope/v2/errors.py: ServiceUnavailable is its 503)
 STATUS = {
     errors.Missing: (400, "InvalidParameter"),
     errors.Invalid: (400, "InvalidParameter"),
@@ -36,9 +37,9 @@ STATUS = {
     errors.Unauthenticated: (401, "InvalidApiKey"),
     errors.Busy: (429, "Throttling"),
     errors.EngineFailure: (500, "InternalError"),
-    errors.VoiceTableUnavailable: (503, "InternalError"),
-    errors.StorageFailure: (502, "InternalError"),
-    errors.StorageUnavailable: (503, "InternalError"),
+    errors.VoiceTableUnavailable: (503, "ServiceUnavailable"),
+    errors.StorageFailure: (502, "InternalError"),  # the storage refused us (its credentials): ours to fix
+    errors.StorageUnavailable: (503, "ServiceUnavailable"),
     errors.ClientGone: (499, "RequestCancelled"),
 }
 
