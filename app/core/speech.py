@@ -198,7 +198,7 @@ class SpeechService:
 
     async def readiness(self, timeout: float) -> dict:
         """What /ready reports: the engine is loaded, the voice table reads, the storage answers within ``timeout``;
-        and whether saves work (checked again by a small write after one failed)."""
+        and whether saves work (checked again by a 1 MiB write after one failed)."""
         checks = {"engine": "ok", "voice_table": "ok", "storage": "ok"}
         checks["voice_table"] = await asyncio.to_thread(self.voices.library_problem) or "ok"
         checks["storage"] = await self.voices.health.storage_problem(timeout) or "ok"

@@ -15,6 +15,7 @@ from app.core.storage import Storage
 
 _READINESS_KEY = "ready-probe"  # an object that need not exist: asking for it shows the storage answers
 _WRITE_PROBE = ".ready-probe"  # written and removed while saves fail; no user's name can start with a dot
+_PROBE_BYTES = 1024 * 1024  # room for a voice and its source: a few bytes fit on a disk too full for a save
 
 
 class StorageHealth:
@@ -45,7 +46,7 @@ class StorageHealth:
         return None
 
     async def saves_problem(self, timeout: float) -> str | None:
-        """None unless the last save failed (a full disk, a refused write); then a small write where it failed
+        """None unless the last save failed (a full disk, a refused write); then a 1 MiB write where it failed
         tells whether saves work again, so a replica taken out of service by it comes back by itself."""
         if self._save_failed is None:
             return None
@@ -59,12 +60,12 @@ class StorageHealth:
         return None
 
     def _storage_write(self) -> None:
-        self._storage.put(_WRITE_PROBE, b"probe")
+        self._storage.put(_WRITE_PROBE, bytes(_PROBE_BYTES))
         self._storage.delete(_WRITE_PROBE)
 
     def _library_write(self) -> None:
         probe = self._library_dir / _WRITE_PROBE
-        atomic_write_bytes(probe, b"probe")
+        atomic_write_bytes(probe, bytes(_PROBE_BYTES))
         probe.unlink()
 
     def _probe_ended(self, probe: asyncio.Future) -> None:

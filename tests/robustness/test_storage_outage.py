@@ -5,6 +5,7 @@ door's shape that /ready reports until space is back."""
 import base64
 import errno
 import re
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -217,3 +218,49 @@ def test_a_full_disk_is_a_503_in_every_door_s_shape_and_ready_recovers(keyed_loc
     full.clear()  # space again: the next /ready's probe write succeeds, and saves work
     assert client.get("/ready").json()["checks"]["saves"] == "ok"
     assert clone(client, "kept", male_prompt, overwrite="true").status_code == 200
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 3 MB file system (tmpfs) for the users' storage, where this machine lets the test mount one."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()}); the injected ENOSPC test covers it")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_real_full_disk(small_disk, tmp_path, male_prompt):
+    keys = tmp_path / "keys"
+    keys.write_text(f"{KEY} alice\n")
+    from app.config import Settings
+
+    settings = Settings(
+        data_dir=tmp_path / "data", model_dir=tmp_path / "no-model", api_keys_file=keys, storage_dir=small_disk
+    )
+    with running(settings) as client:
+        client.headers["Authorization"] = f"Bearer {KEY}"
+        saved, refused = [], None
+        for n in range(40):  # a voice and its source take a few hundred KB: the disk fills within these
+            answer = clone(client, f"v{n}", male_prompt)
+            if answer.status_code != 200:
+                refused = answer
+                break
+            saved.append(f"v{n}")
+        assert refused is not None and len(saved) >= 2, saved
+        assert refused.status_code == 503 and error_of(refused)["code"] == "storage_unavailable"
+        assert "No space left on device" in error_of(refused)["message"]
+        assert client.get("/ready").json()["checks"]["saves"].startswith("saving voices fails")
+        for name in saved:  # everything saved before is whole and speaks
+            spoken = client.post("/tts/pcm", json={"tts_text": "Still whole.", "spk_id": name})
+            assert spoken.status_code == 200 and len(spoken.content) > 24000, name
+        assert not [p for p in small_disk.rglob("*") if p.name.endswith(".tmp")]
+
+        for name in saved[1:]:  # space again
+            assert client.delete(f"/v1/audio/voices/{name}").status_code == 200
+        assert client.get("/ready").json()["checks"]["saves"] == "ok"
+        assert clone(client, "after", male_prompt).status_code == 200
