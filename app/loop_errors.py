@@ -4,6 +4,7 @@ leaves while its audio is being written is the client's business: asyncio's warn
 socket is dropped (the stream notices the client is gone and stops)."""
 
 import asyncio
+import errno
 import logging
 import time
 
@@ -50,3 +51,37 @@ def _retry_after_close(context: dict) -> bool:
     handle = context.get("handle")
     callback = getattr(handle, "_callback", None)
     return getattr(callback, "__name__", "") == "_start_serving" and isinstance(context.get("exception"), ValueError)
+
+
+_SHORT_OF = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+class _FailOnce:
+    """The listening socket as one pass of accepts sees it: after the first shortage of descriptors the rest of
+    the pass finds nothing more to accept."""
+
+    def __init__(self, sock):
+        self.sock, self._short = sock, False
+
+    def accept(self):
+        if self._short:
+            raise BlockingIOError
+        try:
+            return self.sock.accept()
+        except OSError as exc:
+            self._short = exc.errno in _SHORT_OF
+            raise
+
+    def __getattr__(self, name: str):
+        return getattr(self.sock, name)
+
+
+class PacedLoop(asyncio.SelectorEventLoop):
+    """The server's event loop. Out of descriptors, CPython 3.11's pass of accepts goes on after the first failure
+    (uvicorn's backlog: 2048 tries a pass), and each failure schedules another retry a second later: measured
+    with scripts/fd_probe.py, a quarter of a core spent on failing accept() calls. Here a pass ends at the first
+    shortage, and asyncio retries once, a second later."""
+
+    def _accept_connection(self, protocol_factory, sock, *args, **kwargs):
+        raw = sock.sock if isinstance(sock, _FailOnce) else sock  # the retry hands back what the pass was given
+        return super()._accept_connection(protocol_factory, _FailOnce(raw), *args, **kwargs)

@@ -89,6 +89,7 @@ def config(settings: Settings, host: str, port: int, **extra) -> uvicorn.Config:
         ws=DeniableWebSocketProtocol,
         ws_max_size=4 * 1024 * 1024,  # WebSocket messages (DashScope's text frames) larger than this close with 1009
         timeout_graceful_shutdown=10,
+        loop="app.loop_errors:PacedLoop",  # accept() paced when descriptors run out
         **extra,
     )
 

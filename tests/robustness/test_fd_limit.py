@@ -1,5 +1,6 @@
 """Out of file descriptors, the server says so once per interval (not per failed accept) and recovers."""
 
+import errno
 import os
 import resource
 import socket
@@ -44,3 +45,37 @@ def test_fd_exhaustion_is_reported_once_and_survived(tmp_path):
     reports = log.count("cannot accept connections")
     assert reports == 1, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
+
+
+class _Exhausted:
+    """A listening socket whose process has no descriptor left: every accept() fails with EMFILE."""
+
+    def __init__(self, real: socket.socket):
+        self.real, self.tries = real, 0
+
+    def accept(self):
+        self.tries += 1
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    def __getattr__(self, name: str):
+        return getattr(self.real, name)
+
+
+def test_a_pass_of_accepts_ends_at_the_first_shortage():
+    """CPython 3.11's own loop tries `backlog` times a pass (uvicorn's: 2048), scheduling a retry for each failure;
+    the server's loop stops at the first, and retries once."""
+    import asyncio
+
+    from app.loop_errors import PacedLoop
+
+    for loop_class, tries in ((asyncio.SelectorEventLoop, 100), (PacedLoop, 1)):
+        loop = loop_class()
+        loop.set_exception_handler(lambda loop, context: None)
+        with socket.socket() as listening:
+            listening.bind(("127.0.0.1", 0))
+            listening.listen()
+            exhausted = _Exhausted(listening)
+            loop._accept_connection(lambda: None, exhausted, backlog=100)
+            assert exhausted.tries == tries, loop_class
+            assert len(loop._scheduled) == tries  # the retries asyncio scheduled, one per failure
+        loop.close()
