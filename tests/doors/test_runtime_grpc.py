@@ -132,3 +132,25 @@ def test_a_message_over_the_upload_limit_is_invalid_argument(tmp_path):
             list(inference(b"\x00" * (1024 * 1024 + 10), timeout=10))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert refused.value.details() == "the message is 1048586 bytes; at most 1048576 (COSYVOICE_MAX_UPLOAD_MB)"
+
+
+def test_a_connection_that_says_nothing_is_closed(tmp_path, monkeypatch):
+    """As the HTTP port closes a client that sends no headers: a TCP connection that never completes gRPC's
+    handshake is closed after HANDSHAKE_SECONDS (here 1 s)."""
+    import socket
+
+    from app.api.runtime import grpc_server
+
+    monkeypatch.setattr(grpc_server, "HANDSHAKE_SECONDS", 1.0)
+    port = free_port()
+    with live_server(long_settings(tmp_path, grpc_port=port)):
+        silent = socket.create_connection(("127.0.0.1", port), timeout=10)
+        started = time.monotonic()
+        try:
+            while silent.recv(4096):  # whatever the server sends first, then the close
+                pass
+        except ConnectionResetError:
+            pass
+        finally:
+            silent.close()
+    assert 0.5 < time.monotonic() - started < 8

@@ -118,10 +118,14 @@ def _speak_builtins(client) -> None:
     assert decode(openai.content).seconds > 1
 
 
-def test_built_in_voices_speak_while_oss_fails_and_the_breaker_answers_at_once(keyed_oss, oss, male_prompt):
+@pytest.mark.parametrize("outage", ["503", "dropped"])
+def test_built_in_voices_speak_while_oss_fails_and_the_breaker_answers_at_once(keyed_oss, oss, male_prompt, outage):
     client = keyed_oss
     assert clone(client, "mine", male_prompt).status_code == 200
-    oss.fail_next(10_000, status=503)
+    if outage == "503":
+        oss.fail_next(10_000, status=503)
+    else:  # connections closed without an answer
+        oss.drop_next(10_000)
     _speak_builtins(client)  # the user's folder is asked first, fails: the built-in speaks
     own = client.post("/tts", json={"tts_text": TEXT, "spk_id": "mine"})
     assert own.status_code == 503 and error_of(own)["code"] == "storage_unavailable"  # the third failure in a row
@@ -134,6 +138,7 @@ def test_built_in_voices_speak_while_oss_fails_and_the_breaker_answers_at_once(k
     assert ready.status_code == 503 and ready.json()["checks"]["storage"] != "ok"
 
     oss.fail_next(0)  # OSS is back: after the open interval one call tries, and service resumes
+    oss.drop_next(0)
     time.sleep(2.1)
     back = client.post("/tts", json={"tts_text": TEXT, "spk_id": "mine"})
     assert back.status_code == 200 and decode(back.content).seconds > 1

@@ -3,7 +3,7 @@
 It serves one bucket over path-style URLs (``http://127.0.0.1:PORT/<bucket>/<key>``, which oss2 uses for IP endpoints),
 verifies V1 (``oss2.Auth``) and V4 (``oss2.AuthV4``) request signatures, and implements the object calls a storage
 layer needs: put, get (with Range), head, get_object_meta, delete and ListObjects v1/v2.  Failures and slow answers
-can be injected with ``fail_next`` and ``stall_next``.
+can be injected with ``fail_next``, ``stall_next`` and ``drop_next``.
 """
 
 from __future__ import annotations
@@ -113,6 +113,7 @@ class OssServer:
         self._requests: list[OssRequest] = []
         self._fail_left, self._fail_status = 0, 500
         self._stall_left, self._stall_seconds = 0, 0.0
+        self._drop_left = 0
         self._closing = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
 
@@ -156,6 +157,11 @@ class OssServer:
         with self._lock:
             self._stall_left, self._stall_seconds = n, seconds
 
+    def drop_next(self, n: int) -> None:
+        """Close the connection of the next ``n`` requests without an answer (0 cancels)."""
+        with self._lock:
+            self._drop_left = n
+
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         with self._lock:
             self._objects[key] = _Object(bytes(data), content_type)
@@ -174,6 +180,9 @@ class OssServer:
             stall = self._stall_seconds if self._stall_left > 0 else 0.0
             fail = self._fail_status if self._fail_left > 0 else 0
             self._stall_left, self._fail_left = max(self._stall_left - 1, 0), max(self._fail_left - 1, 0)
+            drop, self._drop_left = self._drop_left > 0, max(self._drop_left - 1, 0)
+        if drop:
+            return 0, {}, b""  # no answer: the handler closes the connection
         if stall:
             self._closing.wait(stall)
         if fail:
@@ -414,6 +423,9 @@ class _Handler(BaseHTTPRequestHandler):
         status, reply, payload = self.server.oss._handle(  # type: ignore[attr-defined]
             self.command, unquote(bucket), unquote(key), params, headers, self._read_body()
         )
+        if status == 0:
+            self.close_connection = True
+            return
         self.send_response(status)
         reply.setdefault("x-oss-request-id", uuid.uuid4().hex[:24].upper())
         for name, value in reply.items():
