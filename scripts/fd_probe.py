@@ -22,6 +22,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.ports import free_port  # noqa: E402
+from tests.support.processes import start_server  # noqa: E402
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -56,15 +57,9 @@ def main() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (args.limit, args.limit))
 
     command = [sys.executable, "-m", "app.server", "--port", str(port)]
-    server = subprocess.Popen(command, env=env, preexec_fn=limit, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = start_server(command, env, port, preexec_fn=limit, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
-        while True:
-            try:
-                httpx.get(f"{url}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
         with httpx.Client(timeout=10) as client:
             cpu, started = _cpu_seconds(server.pid), time.monotonic()
             before = _p50_ms(client, url)

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support.audio import tone, wav  # noqa: E402
 from tests.support.oss_server import OssServer  # noqa: E402
+from tests.support.processes import start_server  # noqa: E402
 
 TEXT = "The soak test speaks this sentence again and again, to see what the service holds. "
 PROMPT = wav(tone(4.0, 16000), 16000)
@@ -207,13 +208,7 @@ def main() -> None:
     log_path = data_dir / "server.log"
     with open(log_path, "wb") as log:
         command = [sys.executable, "-m", "app.server", "--port", str(port)]
-        server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
-    while True:
-        try:
-            httpx.get(f"{url}/health", timeout=1)
-            break
-        except httpx.TransportError:
-            time.sleep(0.1)
+        server = start_server(command, env, port, stdout=subprocess.DEVNULL, stderr=log)
     start = _proc(server.pid)
     counts: collections.Counter = collections.Counter()
     peak = dict(start)

@@ -41,6 +41,15 @@ class Breaker:
         with self._lock:
             self._failed, self._probing = 0, False
 
+    def report(self, outcome: str | None) -> None:
+        """How a call ended: "" the storage answered, a problem when it failed, None when nobody knows."""
+        if outcome == "":
+            self.succeeded()
+        elif outcome is None:
+            self.released()
+        else:
+            self.failed(outcome)
+
     def released(self) -> None:
         """The call ended without telling whether the storage works (it was cancelled, or a bug): another may try."""
         with self._lock:

@@ -33,9 +33,6 @@ from app.core.voices import Voice, VoiceLibrary
 
 log = logging.getLogger(__name__)
 
-# reads of a user's storage (each a stat and a get at most): what a request may stop waiting for
-_READS = {"get", "fetch", "names", "created", "ensure_writable"}
-
 
 @dataclass(frozen=True)
 class Upload:
@@ -112,27 +109,27 @@ class Voices:
         self._breaker = breaker
         self._deadline = 2 * limits.storage_seconds  # a read: a stat and a get
 
-    async def _run(self, user: VoiceName | None, fn, *args):
+    async def _run(self, user: VoiceName | None, fn, *args, write: bool = False):
         """Library calls in a thread; storage calls in threads of their own, so a slow bucket starves nothing, behind
-        the breaker (failing fast while the storage is down) and a deadline (a hanging call is not waited for)."""
+        the breaker (failing fast while the storage is down) and, unless ``write``, a deadline."""
         try:
             if user is None:
                 return await asyncio.to_thread(fn, *args)
-            return await self._storage_call(fn, *args)
+            return await self._storage_call(fn, args, write)
         except (StorageFailure, StorageUnavailable, VoiceTableUnavailable) as exc:
             self._synthesizer.observer.storage_failed(exc)
             raise
 
-    async def _storage_call(self, fn, *args):
+    async def _storage_call(self, fn, args: tuple, write: bool):
         """One operation on a user's storage, behind the breaker (remote storage only) and, for a read, a deadline
         (a write is never abandoned half done: the storage's own timeouts bound it)."""
-        guard, outcome = self._breaker, None  # outcome: "ok", or why the storage failed
+        guard, outcome = self._breaker, None  # outcome: "" when the storage answered, else why it failed
         if guard is not None:
             guard.before()
         call = asyncio.get_running_loop().run_in_executor(self._storage_threads, fn, *args)
         try:
-            result = await (asyncio.wait_for(call, self._deadline) if fn.__name__ in _READS else call)
-            outcome = "ok"
+            result = await (call if write else asyncio.wait_for(call, self._deadline))
+            outcome = ""
         except TimeoutError:
             outcome = f"the storage did not answer within {self._deadline:g} s"
             raise StorageUnavailable("storage", outcome) from None
@@ -140,15 +137,11 @@ class Voices:
             outcome = exc.problem
             raise
         except DomainError:  # an answer (not found, refused): the storage is there
-            outcome = "ok"
+            outcome = ""
             raise
         finally:
-            if guard is not None and outcome == "ok":
-                guard.succeeded()
-            elif guard is not None and outcome is not None:
-                guard.failed(outcome)
-            elif guard is not None:  # cancelled, or a bug: neither tells whether the storage works
-                guard.released()
+            if guard is not None:
+                guard.report(outcome)
         return result
 
     def store(self, user: VoiceName | None) -> VoiceStore:
@@ -239,7 +232,8 @@ class Voices:
     async def save(self, name: VoiceName, built: BuiltVoice, overwrite: bool, user: VoiceName | None = None) -> Voice:
         store = self.store(user)
         try:
-            voice = await self._run(user, store.save, name, built.profile, built.prompt_text, built.prompt, overwrite)
+            args = (name, built.profile, built.prompt_text, built.prompt, overwrite)
+            voice = await self._run(user, store.save, *args, write=True)
         except (StorageFailure, StorageUnavailable, VoiceTableUnavailable) as exc:
             self.health.save_failed(exc.problem, in_library=user is None)
             raise
@@ -255,7 +249,7 @@ class Voices:
         return await self.save(name, await self.build(prompt_text, upload), overwrite, user)
 
     async def delete(self, name: VoiceName, user: VoiceName | None = None) -> None:
-        await self._run(user, self.store(user).delete, name)
+        await self._run(user, self.store(user).delete, name, write=True)
 
     def shutdown(self) -> None:
         self._storage_threads.shutdown(wait=False, cancel_futures=True)

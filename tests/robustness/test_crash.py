@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.ports import free_port
+from tests.support.processes import start_server
 from tests.support.speech import EN_PROMPT
 
 ROUNDS = 6
@@ -33,16 +34,7 @@ def _start(data_dir: Path, port: int, keys: Path | None = None) -> subprocess.Po
         **({"COSYVOICE_API_KEYS_FILE": str(keys)} if keys else {}),
     }
     command = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port", str(port)]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            time.sleep(0.1)
-    server.kill()
-    raise AssertionError(f"the server did not start: {server.stderr.read().decode()[-2000:]}")
+    return start_server(command, env, port, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def _clone_until_killed(url: str, prompt: bytes, acked: dict, sent: dict, seed: int, errors: list) -> None:

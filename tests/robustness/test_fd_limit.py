@@ -11,6 +11,7 @@ import time
 import httpx
 
 from tests.support.ports import free_port
+from tests.support.processes import start_server
 
 FD_LIMIT = 128
 
@@ -23,16 +24,8 @@ def test_fd_exhaustion_is_reported_once_and_survived(tmp_path):
     port = free_port()
     env = {**os.environ, "COSYVOICE_ENGINE": "espeak", "COSYVOICE_DATA_DIR": str(tmp_path / "data")}
     command = [sys.executable, "-m", "app.server", "--port", str(port)]
-    server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, preexec_fn=_limit_fds)
+    server = start_server(command, env, port, stderr=subprocess.PIPE, preexec_fn=_limit_fds)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.1)
         held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2 * FD_LIMIT)]
         time.sleep(3.5)  # asyncio retries accept() every second
         for sock in held:
