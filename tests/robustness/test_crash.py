@@ -177,7 +177,8 @@ def test_sigkill_during_concurrent_keyed_clones_leaves_nothing_behind(tmp_path, 
             made_by = {_door_of(name) for name in acked}
             assert made_by == {"seed", "openai", "dashscope"}, sorted(acked)
             for name in listed:
-                assert client.post(f"{url}/tts/pcm", json={"tts_text": "Hi.", "spk_id": name}).status_code == 200
+                spoken = client.post(f"{url}/tts/pcm", json={"tts_text": "Hello there.", "spk_id": name})
+                assert spoken.status_code == 200 and len(spoken.content) > 2 * 24000 * 0.3, name  # 0.3 s of audio
         assert not errors, errors
         left = sorted(p.name for p in folder.rglob("*") if p.is_file())
         expected = sorted([f"{n}.pt" for n in listed] + [f"{n}{s}" for n in listed for s in (".txt", ".wav")])

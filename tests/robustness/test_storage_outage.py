@@ -152,11 +152,12 @@ def test_a_hanging_bucket_holds_no_request_for_long(keyed_oss, oss):
 
     def one(_):
         response = client.post("/tts/pcm", json={"tts_text": "Still here.", "spk_id": "英文女"})
-        return response.status_code, time.monotonic() - started
+        spoken = decode_pcm(response.content, 24000).seconds if response.status_code == 200 else 0.0
+        return (response.status_code, spoken > 0.4), time.monotonic() - started
 
     with ThreadPoolExecutor(24) as pool:
         answers = list(pool.map(one, range(24)))
-    assert {status for status, _ in answers} == {200}
+    assert {status for status, _ in answers} == {(200, True)}  # all spoken
     # the first ones wait for the timeouts (2 tries of 1 s each); the breaker then answers for the storage
     assert max(seconds for _, seconds in answers) < 20, answers
     asked = len(oss.requests)
@@ -218,7 +219,8 @@ def test_a_full_disk_is_a_503_in_every_door_s_shape_and_ready_recovers(keyed_loc
     ready = client.get("/ready")  # reported, and still ready: speech works
     assert ready.status_code == 200 and "No space left on device" in ready.json()["checks"]["saves"]
     for _ in range(4):  # reads go on (no breaker for a local disk), the download cache cannot be written either
-        assert client.post("/tts/pcm", json={"tts_text": TEXT, "spk_id": "kept"}).status_code == 200
+        spoken = client.post("/tts/pcm", json={"tts_text": TEXT, "spk_id": "kept"})
+        assert spoken.status_code == 200 and decode_pcm(spoken.content, 24000).seconds > 1
 
     full.clear()  # space again: the next /ready's probe write succeeds, and saves work
     assert client.get("/ready").json()["checks"]["saves"] == "ok"
